@@ -1,0 +1,43 @@
+# SelectScale: every command a researcher needs, self-documenting (`make` or `make help`).
+# Each target installs what it needs first, into .venv, so it works on a fresh machine with Python.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint demo bench-drop clean
+
+help: ## Show this help
+	@echo "usage: make <target>"
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv (if missing) and install selectscale with the dev extra
+	@$(PY) -c "import selectscale, torch; print('selectscale', selectscale.__version__, '| torch', torch.__version__)"
+
+test: $(INSTALLED) ## Run the fast test suite (a few minutes on 2 CPU cores)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(INSTALLED) ## Run every test, slow ones included (torch.compile, DDP, real-data training)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## Check style with ruff
+	$(PY) -m ruff check .
+
+demo: $(INSTALLED) ## Forward/backward of every drop layer, with a short table (a training demo comes later)
+	$(PY) scripts/demo_layers.py
+
+bench-drop: $(INSTALLED) ## Benchmark the drop layers against a 3x3 conv and a bare multiply
+	$(PY) scripts/bench_drop.py
+
+clean: ## Remove caches (keeps .venv and every run directory)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +
