@@ -1,0 +1,124 @@
+"""One entry point for the engine: a data set by name, and its loaders for this rank.
+
+>>> bundle = build_dataset("synthetic", num_train=512, num_test=128)
+>>> train, test = build_loaders(bundle, batch_size=64, seed=0, device="cpu")
+>>> images, labels = next(iter(train))
+>>> tuple(images.shape), bundle.num_classes, bundle.verified
+((64, 3, 32, 32), 10, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cifar import CIFAR_MEAN_STD, CifarSplit, load_cifar_splits
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD, build_imagenet_loaders, is_official_imagenet, load_imagenet_folders
+from .loader import DeviceLoader, channel_mean_std
+from .synthetic import make_synthetic
+
+__all__ = ["DATASETS", "DatasetBundle", "build_dataset", "build_loaders"]
+
+DATASETS = ("cifar10", "cifar100", "synthetic", "imagenet")
+
+
+@dataclass
+class DatasetBundle:
+    """Both splits of a data set and what the engine and the results need to know about it.
+
+    ``train``/``test`` are :class:`~selectscale.data.cifar.CifarSplit` (in memory) for CIFAR and synthetic,
+    ``ImageFolder`` datasets for ImageNet. ``verified``: official files (CIFAR: every md5; ImageNet: the
+    official image and class counts; synthetic: never). ``mean``/``std``: normalisation, [0, 1] units."""
+
+    name: str
+    train: Any
+    test: Any
+    num_classes: int
+    classes: tuple[str, ...]
+    verified: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+
+def build_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = False,
+    seed: int = 0,
+    num_train: int = 50_000,
+    num_test: int = 10_000,
+    num_classes: int = 10,
+    on_bad_image: str = "fail",
+) -> DatasetBundle:
+    """Load ``cifar10``, ``cifar100`` or ``imagenet`` from ``root``, or generate ``synthetic``.
+
+    ``num_train``, ``num_test``, ``num_classes`` and ``seed`` only concern the synthetic set;
+    ``download`` only CIFAR; ``on_bad_image`` only ImageNet."""
+    if name not in DATASETS:
+        raise ValueError(f"data set {name!r} is not known: use one of {', '.join(DATASETS)}")
+    if name == "synthetic":
+        train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
+        mean, std = channel_mean_std(train.images)
+        return _bundle(name, train, test, mean, std)
+    if root is None:
+        raise ValueError(f"data set {name!r} needs root= (the folder holding its files)")
+    if name == "imagenet":
+        train_set, val_set = load_imagenet_folders(root, on_bad_image)
+        verified = is_official_imagenet(train_set, val_set)
+        classes = tuple(train_set.classes)
+        return DatasetBundle(
+            name, train_set, val_set, len(classes), classes, verified, IMAGENET_MEAN, IMAGENET_STD, image_size=224
+        )
+    train, test = load_cifar_splits(root, name, download=download)
+    mean, std = CIFAR_MEAN_STD[name]
+    return _bundle(name, train, test, mean, std)
+
+
+def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std) -> DatasetBundle:
+    return DatasetBundle(
+        name=name,
+        train=train,
+        test=test,
+        num_classes=train.num_classes,
+        classes=train.classes,
+        verified=train.verified and test.verified,
+        mean=tuple(mean),
+        std=tuple(std),
+        image_size=int(train.images.shape[-1]),
+    )
+
+
+def build_loaders(
+    bundle: DatasetBundle,
+    batch_size: int,
+    *,
+    seed: int,
+    device: torch.device | str,
+    rank: int = 0,
+    world_size: int = 1,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    eval_batch_size: int | None = None,
+    workers: int = 8,
+) -> tuple[DeviceLoader | Any, DeviceLoader | Any]:
+    """(train, test) loaders of ``bundle`` for this rank; ``batch_size`` is per rank. Both yield
+    (images, labels) on ``device`` and have ``set_epoch``, ``__len__`` and ``num_samples``.
+    ``workers`` (decoding processes) only matters for ImageNet."""
+    if bundle.name == "imagenet":
+        loaders = build_imagenet_loaders(
+            (bundle.train, bundle.test), batch_size, workers, rank, world_size, seed,
+            device=device, dtype=dtype, channels_last=channels_last, eval_batch_size=eval_batch_size,
+        )
+        return loaders.train, loaders.val
+    common = dict(
+        seed=seed, mean=bundle.mean, std=bundle.std, device=device, dtype=dtype,
+        channels_last=channels_last, rank=rank, world_size=world_size,
+    )
+    train = DeviceLoader(bundle.train.images, bundle.train.labels, batch_size, train=True, **common)
+    test = DeviceLoader(bundle.test.images, bundle.test.labels, eval_batch_size or batch_size, train=False, **common)
+    return train, test
