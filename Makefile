@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo bench-drop clean
+.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean
 
 help: ## Show this help
 	@echo "usage: make <target>"
@@ -32,11 +32,19 @@ test-all: $(INSTALLED) ## Run every test, slow ones included (torch.compile, DDP
 lint: $(INSTALLED) ## Check style with ruff
 	$(PY) -m ruff check .
 
-demo: $(INSTALLED) ## Forward/backward of every drop layer, with a short table (a training demo comes later)
+DEMO_ARGS ?=
+demo: $(INSTALLED) ## Train resnet20 + SelectScale on built-in synthetic data on the CPU (< 2 min), print the errors
+	$(PY) train.py dataset=synthetic dataset.train_size=4000 model=resnet20 drop=selectscale schedule=cosine \
+	  trainer.epochs=4 trainer.device=cpu 'hydra.run.dir=runs/demo/$${now:%Y-%m-%d_%H-%M-%S}' $(DEMO_ARGS)
+
+demo-layers: $(INSTALLED) ## Forward/backward through every drop layer, with a short table
 	$(PY) scripts/demo_layers.py
 
 bench-drop: $(INSTALLED) ## Benchmark the drop layers against a 3x3 conv and a bare multiply
 	$(PY) scripts/bench_drop.py
+
+bench-data: $(INSTALLED) ## Images/s of the device-resident CIFAR loader vs torchvision's pipeline, and JPEG decoding
+	$(PY) scripts/bench_data.py
 
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,9 +1,35 @@
-"""Training entrypoint: `python train.py model=wrn20_8 drop=selectscale` (Hydra).
+"""Train one model: `python train.py model=wrn20_8 drop=selectscale [key=value ...]`.
 
-Placeholder until the training engine lands (issue 5): it refuses to run rather than pretend.
+Hydra composes configs/ (see `python train.py --help`, `--cfg job` prints the resolved recipe);
+`torchrun --nproc_per_node=N train.py ...` trains on N processes. Everything happens in
+`selectscale.engine.fit(cfg)`; this file only turns known failures into one-line errors.
 """
 
+import os
 import sys
 
+import hydra
+from omegaconf import DictConfig
+
+from selectscale.cli import KNOWN_FAILURES, final_summary, remove_if_empty, report_failure
+from selectscale.engine import fit, register_configs
+from selectscale.engine.rundir import resolve_run_dir
+
+register_configs()
+
+
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = fit(cfg)
+    except KNOWN_FAILURES as error:
+        remove_if_empty(resolve_run_dir(cfg))  # Hydra created it before the run was refused
+        sys.exit(report_failure(error))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(final_summary(result, resolve_run_dir(cfg)))
+
+
 if __name__ == "__main__":
-    sys.exit("train.py: the training engine is not built yet (issue 5); use `make demo` to try the drop layers")
+    if "--cfg" in sys.argv and "--resolve" not in sys.argv:
+        sys.argv.append("--resolve")  # print the recipe with every value worked out
+    main()

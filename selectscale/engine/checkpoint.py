@@ -1,0 +1,100 @@
+"""Crash-safe checkpoints: atomic writes, a SHA-256 sidecar, the last two kept, weights-only loading.
+
+``checkpoint.pt`` is the newest and ``checkpoint.prev.pt`` the one before. Each has a sidecar
+``<name>.sha256`` written after it; a checkpoint counts only when its sidecar exists and matches, so
+a file cut short by a crash, a full disk or a bit flip is never loaded: the loader says so and falls
+back to the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+LATEST = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint could be written or loaded; the message says which file and why."""
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(state: dict, run_dir: Path) -> Path:
+    """Serialise ``state`` and make it the latest checkpoint; the old latest becomes the previous one.
+
+    The new file is fully written and checked before anything is renamed, so a failure at any point
+    (including a full disk) leaves at least the older checkpoints intact.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    latest, previous = run_dir / LATEST, run_dir / PREVIOUS
+    staged = run_dir / ".checkpoint.staged.pt"
+    try:
+        _atomic_write(staged, data)
+        _atomic_write(_sidecar(staged), digest.encode())
+        if _is_valid(latest):
+            os.replace(latest, previous)
+            os.replace(_sidecar(latest), _sidecar(previous))
+        os.replace(staged, latest)
+        os.replace(_sidecar(staged), _sidecar(latest))
+    except OSError as error:
+        raise CheckpointError(
+            f"could not write a checkpoint in {run_dir}: {error.strerror or error}; the previous checkpoints "
+            "are intact (free disk space or fix permissions, then resume with trainer.resume=auto)"
+        ) from error
+    return latest
+
+
+def _is_valid(path: Path) -> bool:
+    sidecar = _sidecar(path)
+    if not path.is_file() or not sidecar.is_file():
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == sidecar.read_text().strip()
+
+
+def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict | None:
+    """The newest valid checkpoint in ``run_dir`` (weights-only unpickling), or None if there is none.
+
+    A damaged or unverifiable file is skipped with a warning naming it.
+    """
+    for path in (run_dir / LATEST, run_dir / PREVIOUS):
+        if not path.exists():
+            continue
+        if not _is_valid(path):
+            log.warning("checkpoint %s is damaged or has no matching checksum; ignoring it", path)
+            continue
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # noqa: BLE001  (a pickle with code or a foreign file: refuse it)
+            log.warning("checkpoint %s could not be loaded safely (%s); ignoring it", path, error)
+    return None
+
+
+def has_checkpoint_files(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (LATEST, PREVIOUS))

@@ -1,0 +1,232 @@
+"""Typed configuration schemas (Hydra ConfigStore) and ``validate(cfg)`` for rules spanning groups.
+
+The schemas make a misspelt key or a wrong type fail when the config is composed. ``validate`` checks
+values and cross-group rules and raises :class:`ConfigError` with one line naming the key, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from selectscale.drop import DROP_LAYERS
+from selectscale.models import list_models
+
+DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
+SCHEDULES = ("step", "cosine")
+CURRICULA = ("none", "linear")
+SCORES = ("max", "mean", "avgpool")
+
+
+class ConfigError(ValueError):
+    """A configuration value or combination that cannot run; the message is one line."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | imagenet | synthetic
+    root: str = "data"  # folder holding cifar-10-batches-py/, cifar-100-python/ or train/ + val/
+    download: bool = False  # CIFAR only: fetch and check the official archive into root
+    train_size: int = 5000  # synthetic only: images
+    test_size: int = 1000  # synthetic only: images
+    num_classes: int = 10  # synthetic only; the real data sets know their own
+    workers: int = 8  # imagenet only: DataLoader worker processes per rank
+    on_bad_image: str = "fail"  # imagenet only: fail | skip (count and warn)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    shortcut: str | None = None  # CIFAR ResNets/WRNs: pad (default) | avgpool
+
+
+@dataclass
+class DropConfig:
+    name: str = "none"  # none | dropout | spatial_dropout | spatial_scale | selectout | selectscale
+    top_rate: float | None = None  # selectout, selectscale
+    retain_rate: float | None = None  # every method but none
+    score: str = "max"  # selectout, selectscale: max | mean | avgpool
+    nonnegative_input: bool = False
+    score_window: int = 3
+    score_stride: int = 1
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"  # step | cosine
+    lr: float = 0.1  # initial learning rate, for the global batch
+    milestones: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.8])  # fractions of the run
+    gamma: float = 0.2  # step: lr multiplier at each milestone
+    # Derived, shown in the printed config: the milestones as epochs of this run. Do not set it.
+    milestone_epochs: list[int] = "${milestone_epochs:${schedule.milestones},${trainer.epochs}}"
+
+
+@dataclass
+class CurriculumConfig:
+    name: str = "none"  # none | linear (strength 0 -> 1)
+    ramp_fraction: float = 1.0  # linear: fraction of the run over which strength ramps up
+    per: str = "step"  # linear: update strength every step or every epoch
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: int = 128  # global batch, split evenly across ranks
+    micro_batches: int = 1  # split each rank's batch into this many sequential chunks (gradient accumulation)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume on CPU
+    eval_every: int = 1  # epochs; the last epoch is always evaluated
+    checkpoint_every: int = 1  # epochs; the last epoch always writes one
+    resume: str = "never"  # never | auto (continue the run directory from its last checkpoint)
+    dist_timeout_s: int = 600  # a collective that waits longer fails the job instead of hanging
+    progress_bar: bool = True  # tqdm on an interactive terminal, rank 0 only
+    max_steps_per_epoch: int | None = None  # shorten epochs (smoke tests); None: the whole split
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    output_dir: str | None = None  # None: Hydra's run directory
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    drop: DropConfig = field(default_factory=DropConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def milestone_epochs(milestones, epochs) -> list[int]:
+    """Milestone fractions of the run as epochs: [0.3, 0.6, 0.8] of 200 epochs is [60, 120, 160]."""
+    return [round(float(fraction) * int(epochs)) for fraction in milestones]
+
+
+def register_configs() -> None:
+    """Register the schema that ``configs/train.yaml`` extends (its first defaults entry) and the
+    ``milestone_epochs`` resolver. Call before composing (train.py and the tests do)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("milestone_epochs"):
+        OmegaConf.register_new_resolver("milestone_epochs", milestone_epochs)
+
+
+def _fail(key: str, value, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        _fail(key, value, f"use one of {', '.join(map(str, choices))}")
+
+
+def _check_range(key: str, value, low, high, low_open: bool = False) -> None:
+    if value is None or value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        _fail(key, value, f"allowed range is {bracket}{low}, {high}]")
+
+
+def validate_drop(drop: DictConfig) -> None:
+    _check_choice("drop.name", drop.name, list(DROP_LAYERS))
+    takes_top = drop.name in ("selectout", "selectscale")
+    if drop.name == "none":
+        for key in ("top_rate", "retain_rate"):
+            if drop[key] is not None:
+                _fail(f"drop.{key}", drop[key], "drop=none takes no rates; choose a drop method first")
+        return
+    _check_range("drop.retain_rate", drop.retain_rate, 0.0, 1.0)
+    if takes_top:
+        _check_range("drop.top_rate", drop.top_rate, 0.0, 1.0)
+        _check_choice("drop.score", drop.score, SCORES)
+        if drop.name == "selectout" and 1 - drop.retain_rate > drop.top_rate + 1e-9:
+            _fail("drop.retain_rate", drop.retain_rate,
+                  f"Selectout needs 1 - retain_rate <= top_rate (= {drop.top_rate}): it drops only candidates")
+    elif drop.top_rate is not None:
+        _fail("drop.top_rate", drop.top_rate, f"{drop.name} has no top rate; only selectout and selectscale do")
+
+
+def validate_schedule(cfg: DictConfig) -> None:
+    schedule = cfg.schedule
+    _check_choice("schedule.name", schedule.name, SCHEDULES)
+    _check_range("schedule.lr", schedule.lr, 0.0, 100.0, low_open=True)
+    if schedule.name == "step":
+        _check_range("schedule.gamma", schedule.gamma, 0.0, 1.0, low_open=True)
+        milestones = list(schedule.milestones)
+        if any(not 0 < m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+            _fail("schedule.milestones", milestones,
+                  "milestones are fractions of the run, strictly increasing inside (0, 1), e.g. [0.3,0.6,0.8]")
+        epochs = milestone_epochs(milestones, cfg.trainer.epochs)
+        if list(schedule.milestone_epochs) != epochs:
+            _fail("schedule.milestone_epochs", list(schedule.milestone_epochs),
+                  "it is derived from schedule.milestones (fractions) and trainer.epochs; set those instead")
+    curriculum = cfg.curriculum
+    _check_choice("curriculum.name", curriculum.name, CURRICULA)
+    _check_choice("curriculum.per", curriculum.per, ("step", "epoch"))
+    _check_range("curriculum.ramp_fraction", curriculum.ramp_fraction, 0.0, 1.0, low_open=True)
+
+
+def validate_trainer(trainer: DictConfig, world_size: int) -> None:
+    if trainer.epochs < 1:
+        _fail("trainer.epochs", trainer.epochs, "it must be >= 1")
+    if trainer.batch_size < 1 or trainer.batch_size % world_size:
+        _fail("trainer.batch_size", trainer.batch_size,
+              f"the global batch must be >= 1 and divisible by the {world_size} processes")
+    if trainer.micro_batches < 1 or (trainer.batch_size // world_size) % trainer.micro_batches:
+        _fail("trainer.micro_batches", trainer.micro_batches,
+              f"each process's batch of {trainer.batch_size // world_size} must split into that many equal chunks")
+    if trainer.sync_bn and world_size > 1 and str(trainer.device) == "cpu":
+        _fail("trainer.sync_bn", True, "torch's SyncBatchNorm runs on CUDA only; use trainer.sync_bn=false on CPU")
+    _check_range("trainer.momentum", trainer.momentum, 0.0, 1.0)
+    _check_range("trainer.weight_decay", trainer.weight_decay, 0.0, 1.0)
+    _check_choice("trainer.resume", trainer.resume, ("never", "auto"))
+    for key in ("eval_every", "checkpoint_every", "dist_timeout_s"):
+        if trainer[key] < 1:
+            _fail(f"trainer.{key}", trainer[key], "it must be >= 1")
+    if trainer.max_steps_per_epoch is not None and trainer.max_steps_per_epoch < 1:
+        _fail("trainer.max_steps_per_epoch", trainer.max_steps_per_epoch, "it must be >= 1 or null")
+    device = trainer.device
+    if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
+        _fail("trainer.device", device, "use auto, cpu, cuda or cuda:N")
+    if trainer.nesterov and trainer.momentum == 0:
+        _fail("trainer.nesterov", True, "Nesterov momentum needs trainer.momentum > 0")
+
+
+def validate_dataset(dataset: DictConfig) -> None:
+    _check_choice("dataset.name", dataset.name, DATASETS)
+    _check_choice("dataset.on_bad_image", dataset.on_bad_image, ("fail", "skip"))
+    if dataset.name == "synthetic":
+        for key in ("train_size", "test_size"):
+            if dataset[key] < 1:
+                _fail(f"dataset.{key}", dataset[key], "it must be >= 1")
+        if dataset.num_classes < 2:
+            _fail("dataset.num_classes", dataset.num_classes, "it must be >= 2")
+    elif not dataset.download and not Path(dataset.root).is_dir():
+        _fail("dataset.root", dataset.root,
+              f"the folder does not exist; point dataset.root at the folder holding the {dataset.name} files")
+
+
+def validate(cfg: DictConfig, world_size: int = 1) -> None:
+    """Check every value and every rule that spans groups; raise ConfigError on the first problem."""
+    validate_dataset(cfg.dataset)
+    _check_choice("model.name", cfg.model.name, list_models())
+    if cfg.model.shortcut is not None:
+        if cfg.model.name.startswith(("resnext", "resnet50")):
+            _fail("model.shortcut", cfg.model.shortcut, f"{cfg.model.name} has projection shortcuts; leave it null")
+        _check_choice("model.shortcut", cfg.model.shortcut, ("pad", "avgpool"))
+    if cfg.model.name == "resnet50" and cfg.dataset.name != "imagenet":
+        _fail("model.name", "resnet50", "resnet50 is the ImageNet network; use it with dataset=imagenet")
+    if cfg.model.name != "resnet50" and cfg.dataset.name == "imagenet":
+        _fail("model.name", cfg.model.name, "ImageNet runs use model=resnet50; the other models are for CIFAR")
+    validate_drop(cfg.drop)
+    validate_trainer(cfg.trainer, world_size)
+    validate_schedule(cfg)
+    if cfg.seed < 0:
+        _fail("seed", cfg.seed, "it must be >= 0")

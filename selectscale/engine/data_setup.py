@@ -1,0 +1,33 @@
+"""Build this rank's training and evaluation loaders from the ``dataset`` and ``trainer`` config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from selectscale.data import build_dataset, build_loaders
+
+from .distributed import DistContext
+
+
+@dataclass
+class DataBundle:
+    train: object  # yields (images, labels) on the device; has set_epoch, __len__, num_samples
+    test: object
+    num_classes: int
+    info: dict  # name, train_size, test_size, num_classes, verified: recorded in result.json
+
+
+def build_data(cfg: DictConfig, ctx: DistContext) -> DataBundle:
+    """The data set named by ``cfg.dataset.name``, sharded for this rank, with the per-rank batch."""
+    data = cfg.dataset
+    bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
+                           num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image)
+    # Inputs stay float32: under bf16 autocast the first convolution casts them itself.
+    train, test = build_loaders(bundle, cfg.trainer.batch_size // ctx.world_size, seed=cfg.seed, device=ctx.device,
+                                rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last,
+                                workers=data.workers)
+    info = dict(name=data.name, train_size=len(bundle.train), test_size=len(bundle.test),
+                num_classes=bundle.num_classes, verified=bool(bundle.verified))
+    return DataBundle(train, test, bundle.num_classes, info)

@@ -1,0 +1,214 @@
+"""``fit(cfg)``: train one model on one data set with one drop method, from a laptop CPU to many GPUs.
+
+Flow: validate -> process group -> run directory checks -> data, model, optimizer -> resume ->
+epochs (train, evaluate, log, checkpoint, result.json) -> final result.json with ``complete: true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from selectscale.data.loader import derive_seed
+from selectscale.drop import drop_factory
+from selectscale.models import create_model
+
+from . import distributed, rundir
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ConfigError, validate
+from .data_setup import build_data
+from .records import MetricsLogger, truncate_metrics
+from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
+from .signals import Preempted, PreemptionFlag
+from .steps import StepContext, evaluate, train_epoch
+
+log = logging.getLogger("selectscale")
+
+
+def fit(cfg: DictConfig) -> dict:
+    """Train as ``cfg`` says; return the result.json content. Raises ConfigError on bad settings."""
+    validate(cfg, distributed.world_size_from_env())
+    ctx = distributed.setup(cfg.trainer.device, cfg.trainer.dist_timeout_s)
+    try:
+        run_dir = rundir.resolve_run_dir(cfg)
+        start = distributed.broadcast_object(rundir.check_run_dir(run_dir, cfg) if ctx.is_main else None)
+        if start == "complete":
+            log.info("run directory %s already holds a complete run; nothing to do", run_dir)
+            return read_result(run_dir)
+        if ctx.is_main:
+            rundir.prepare(run_dir, cfg)
+        return Trainer(cfg, ctx, run_dir).run()
+    finally:
+        distributed.teardown()
+
+
+def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> nn.Module:
+    drop_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.drop).items() if k != "name" and v is not None}
+    if cfg.drop.name not in ("selectout", "selectscale"):
+        for key in ("score", "nonnegative_input", "score_window", "score_stride"):
+            drop_kwargs.pop(key, None)
+    options = {} if cfg.model.shortcut is None else {"shortcut": cfg.model.shortcut}
+    model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_kwargs), **options)
+    model = model.to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, ctx: distributed.DistContext, run_dir: Path) -> None:
+        self.cfg, self.ctx, self.run_dir = cfg, ctx, run_dir
+        if cfg.trainer.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
+        self.data = build_data(cfg, ctx)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = build_model(cfg, self.data.num_classes, ctx.device)
+        if ctx.distributed and cfg.trainer.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        # Drop-layer randomness: an independent stream per rank, so masks are i.i.d. across the batch.
+        torch.manual_seed(derive_seed(cfg.seed, "train", ctx.rank))
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.schedule.lr, momentum=cfg.trainer.momentum,
+            nesterov=cfg.trainer.nesterov, weight_decay=cfg.trainer.weight_decay,
+            foreach=None if ctx.device.type == "cuda" else True,
+        )
+        self.network = self._wrap(self.model)
+        # Evaluation shards may differ in length across ranks: evaluate without DDP, which could wait
+        # in a collective for a rank that has finished.
+        self.eval_network = self.model if ctx.distributed else self.network
+        self.steps_per_epoch = len(self.data.train)
+        if cfg.trainer.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.trainer.max_steps_per_epoch)
+        self.epoch, self.next_batch, self.global_step, self.wall_time = 0, 0, 0, 0.0
+        self.partial: dict | None = None  # this rank's sums of an epoch interrupted mid-way
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DDP across ranks, then torch.compile, as configured."""
+        if self.ctx.distributed:
+            device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        if self.cfg.trainer.compile:
+            model = torch.compile(model)
+        return model
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def _gather(self, value) -> list | None:
+        """``value`` of every rank, as a list indexed by rank, on every rank (a collective)."""
+        if not self.ctx.distributed:
+            return None if value is None else [value]
+        gathered = [None] * self.ctx.world_size
+        torch.distributed.all_gather_object(gathered, value)
+        return None if gathered[0] is None else gathered
+
+    def save(self) -> None:
+        rng_states = self._gather(torch.get_rng_state())  # collectives: every rank takes part
+        partials = self._gather(self.partial)
+        if not self.ctx.is_main:
+            return
+        state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), epoch=self.epoch,
+                     next_batch=self.next_batch, global_step=self.global_step, wall_time=self.wall_time,
+                     world_size=self.ctx.world_size, cpu_rng=rng_states, partial=partials,
+                     cuda_rng=torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None)
+        save_checkpoint(state, self.run_dir)
+
+    def resume(self) -> None:
+        if self.cfg.trainer.resume != "auto":
+            return
+        state = load_checkpoint(self.run_dir, map_location="cpu")
+        if state is None:
+            return
+        if state["world_size"] != self.ctx.world_size:
+            raise ConfigError(f"trainer.resume=auto: the checkpoint in {self.run_dir} was written by "
+                             f"{state['world_size']} processes, not {self.ctx.world_size}; resume with the same count")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.next_batch = state["epoch"], state["next_batch"]
+        self.global_step, self.wall_time = state["global_step"], state["wall_time"]
+        self.partial = state["partial"][self.ctx.rank] if state["partial"] is not None else None
+        torch.set_rng_state(state["cpu_rng"][self.ctx.rank])
+        if state["cuda_rng"] is not None and self.ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.ctx.device)
+        if self.ctx.is_main:
+            truncate_metrics(self.run_dir, self.epoch)
+        log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.epoch + 1, self.next_batch)
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.resume()
+        logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
+        step_ctx = StepContext(self.cfg, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
+                               self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)
+        try:
+            with PreemptionFlag() as preemption:
+                step_ctx.preemption = preemption
+                while self.epoch < self.cfg.trainer.epochs:
+                    self._one_epoch(step_ctx, logger)
+                    if self.epoch < self.cfg.trainer.epochs and distributed.broadcast_flag(
+                            preemption.received is not None, self.ctx.device):
+                        self.save()
+                        raise Preempted(self._resume_hint(preemption.received or "a peer's signal"))
+        finally:
+            logger.close()
+        return self._write_result(complete=True)
+
+    def _one_epoch(self, step_ctx: StepContext, logger: MetricsLogger) -> None:
+        cfg, epochs = self.cfg, self.cfg.trainer.epochs
+        self.data.train.set_epoch(self.epoch, self.next_batch)
+        started = time.perf_counter()
+        outcome = train_epoch(self.network, self.data.train, self.epoch, self.next_batch, step_ctx, self.partial)
+        self.global_step, self.partial = step_ctx.global_step, None
+        preempted = distributed.broadcast_flag(not outcome["finished"], self.ctx.device)
+        if preempted:
+            self.next_batch = outcome["next_batch"]
+            self.wall_time += time.perf_counter() - started
+            self.partial = {k: outcome[k] for k in ("images", "lr", "strength")}
+            self.partial["sums"] = outcome["sums"].cpu()
+            self.save()
+            raise Preempted(self._resume_hint(step_ctx.preemption.received or "a peer's signal"))
+        totals = distributed.sum_across_ranks(torch.cat([outcome["sums"], outcome["sums"].new_tensor(
+            [float(outcome["images"])])])).tolist()
+        last = self.epoch + 1 == epochs
+        record = dict(epoch=self.epoch + 1, epochs=epochs, lr=outcome["lr"], drop_strength=outcome["strength"],
+                      train_loss=totals[0] / totals[2], train_top1_error=1 - totals[1] / totals[2])
+        if last or (self.epoch + 1) % cfg.trainer.eval_every == 0:
+            record.update(evaluate(self.eval_network, self.data.test, cfg, self.ctx.device))
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize(self.ctx.device)
+        seconds = time.perf_counter() - started
+        self.wall_time += seconds
+        record.update(images_per_second=totals[2] / seconds, seconds=seconds)
+        self.epoch, self.next_batch = self.epoch + 1, 0
+        logger.log_epoch(record)
+        if last or self.epoch % cfg.trainer.checkpoint_every == 0:
+            self.save()
+        if not last and self.ctx.is_main:
+            self._write_result(complete=False, record=record)
+
+    def _resume_hint(self, signal_name: str) -> str:
+        return (f"stopped by {signal_name} at epoch {self.epoch + 1}, batch {self.next_batch}; checkpoint saved in "
+                f"{self.run_dir}. Resume with the same command plus trainer.resume=auto "
+                f"(and hydra.run.dir={self.run_dir} if Hydra chose the directory)")
+
+    def _write_result(self, complete: bool, record: dict | None = None) -> dict:
+        from .records import read_metrics
+
+        record = record or (read_metrics(self.run_dir) or [{}])[-1]
+        result = dict(
+            schema_version=SCHEMA_VERSION, complete=complete, epochs_completed=self.epoch,
+            test_top1_error=record.get("test_top1_error"), test_top5_error=record.get("test_top5_error"),
+            test_loss=record.get("test_loss"), train_loss=record.get("train_loss"), seed=self.cfg.seed,
+            dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=git_commit(),
+            torch_version=torch.__version__, device=hardware(self.ctx.device), world_size=self.ctx.world_size,
+            wall_time_seconds=self.wall_time,
+        )
+        if self.ctx.is_main:
+            write_json_atomic(self.run_dir / RESULT_FILE, result)
+        return result

@@ -1,0 +1,54 @@
+"""result.json (schema version 1): the one file a table is built from.
+
+It holds the final test errors of the *last* epoch (never the best epoch on the test set), every
+hyperparameter, the data set and its ``verified`` flag, the code version, the hardware, and
+``complete``: true only when every epoch ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+
+
+def git_commit() -> dict:
+    """The commit of the code that ran, and whether the working tree had uncommitted changes."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_result(run_dir: Path) -> dict | None:
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())

@@ -1,0 +1,109 @@
+"""The run directory: where it is, whether a run may start there, and what it records first.
+
+Rules (nothing existing is ever overwritten by a refused start):
+- a directory with a complete run refuses a new run; with ``trainer.resume=auto`` the run is simply
+  reported as complete;
+- a directory with checkpoints of an unfinished run refuses unless ``trainer.resume=auto``;
+- resuming compares the saved config with the new one and refuses when a setting that changes the
+  result differs (the message lists the keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import has_checkpoint_files
+from .config import ConfigError
+from .results import read_result
+
+CONFIG_FILE = "config.yaml"
+# Keys that may differ between a run and its resumption: where things are and how they are shown,
+# not what is computed.
+RESUMABLE_DIFFERENCES = {
+    "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
+    "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile",
+}
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    if cfg.output_dir is not None:
+        return Path(cfg.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
+    """Keys whose values differ and that matter for the result."""
+    old = _flatten(OmegaConf.to_container(saved, resolve=True))
+    new = _flatten(OmegaConf.to_container(current, resolve=True))
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig) -> str:
+    """Decide how to start: ``"new"``, ``"resume"`` or ``"complete"``; raise ConfigError to refuse."""
+    result = _read_result_or_refuse(run_dir)
+    resuming = cfg.trainer.resume == "auto"
+    if result is not None and result.get("complete"):
+        if not resuming:
+            raise ConfigError(f"run directory {run_dir} already holds a complete run: choose another directory "
+                              "(hydra.run.dir=... or output_dir=...); nothing was changed")
+        _check_same_config(run_dir, cfg)
+        return "complete"
+    if has_checkpoint_files(run_dir) or (run_dir / CONFIG_FILE).exists():
+        if not resuming:
+            raise ConfigError(f"run directory {run_dir} holds an unfinished run: continue it with "
+                              "trainer.resume=auto, or choose another directory; nothing was changed")
+        _check_same_config(run_dir, cfg)
+        return "resume"
+    return "new"
+
+
+def _read_result_or_refuse(run_dir: Path) -> dict | None:
+    try:
+        return read_result(run_dir)
+    except ValueError as error:
+        raise ConfigError(f"{run_dir / 'result.json'} is unreadable ({error}); move it away or choose another "
+                          "directory; nothing was changed") from error
+
+
+def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.exists():
+        return
+    differences = config_differences(OmegaConf.load(saved_path), cfg)
+    if differences:
+        shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
+        raise ConfigError(f"trainer.resume=auto: the config differs from the one saved in {saved_path} in {shown}; "
+                          "resume with the same settings or start a new run directory")
+
+
+def prepare(run_dir: Path, cfg: DictConfig) -> None:
+    """Create the directory (writability checked), save the resolved config, log to train.log."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"run directory {run_dir} is not writable ({error.strerror or error}): choose another "
+                          "with hydra.run.dir=... or output_dir=...") from error
+    if not (run_dir / CONFIG_FILE).exists():
+        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logging.getLogger("selectscale").addHandler(handler)

@@ -1,0 +1,141 @@
+"""One training epoch and one evaluation pass. Metrics accumulate on the device as sums (no host
+synchronisation per step) and are reduced across ranks as sums, so every rank reports the same totals."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selectscale.drop import set_drop_strength
+
+from .distributed import sum_across_ranks
+from .records import progress_bar
+from .schedule import drop_strength, learning_rate
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class StepContext:
+    """What a training epoch needs besides the model and the data."""
+
+    cfg: object
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    drop_target: nn.Module  # the unwrapped model whose drop layers the curriculum drives
+    steps_per_epoch: int
+    show_progress: bool
+    preemption: object  # PreemptionFlag
+    global_step: int = 0
+
+
+def autocast(cfg, device: torch.device):
+    """bf16 autocast on CUDA when ``trainer.amp``; full precision elsewhere."""
+    if cfg.trainer.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
+    epochs = ctx.cfg.trainer.epochs
+    lr = learning_rate(ctx.cfg.schedule, progress, epochs)
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = lr
+    strength = drop_strength(ctx.cfg.curriculum, progress, epochs)
+    set_drop_strength(ctx.drop_target, strength)
+    return lr, strength
+
+
+def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: StepContext,
+                partial: dict | None = None) -> dict:
+    """Train from batch ``start_batch`` of ``epoch`` to its end, or until preempted.
+
+    Returns device sums (loss x images, correct), the number of images, the lr and strength of the
+    epoch's first step, the index of the next batch, and whether the epoch finished. ``partial`` is
+    such a dict from an interrupted epoch (a mid-epoch checkpoint), to continue its sums."""
+    model.train()
+    partial = partial or {}
+    sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)
+    if "sums" in partial:
+        sums += partial["sums"].to(ctx.device)
+    images_seen = partial.get("images", 0)
+    check_every = 1 if ctx.device.type == "cpu" else 50  # a NaN check syncs: free on CPU, rare on GPU
+    first_lr, first_strength = partial.get("lr"), partial.get("strength")
+    batch = start_batch
+    with progress_bar(ctx.steps_per_epoch - start_batch, epoch, ctx.show_progress) as bar:
+        for batch, (images, labels) in enumerate(loader, start=start_batch):
+            if batch >= ctx.steps_per_epoch:
+                break
+            lr, strength = _set_progress(ctx, epoch + batch / ctx.steps_per_epoch)
+            first_lr, first_strength = (lr, strength) if first_lr is None else (first_lr, first_strength)
+            loss = _train_step(model, images, labels, ctx, sums)
+            images_seen += labels.shape[0]
+            ctx.global_step += 1
+            bar.update(1)
+            if (batch + 1) % check_every == 0 or batch + 1 == ctx.steps_per_epoch:
+                _check_finite(loss, sums, epoch, batch)
+            if ctx.preemption.received and batch + 1 < ctx.steps_per_epoch:
+                return dict(sums=sums, images=images_seen, lr=first_lr, strength=first_strength,
+                            next_batch=batch + 1, finished=False)
+    return dict(sums=sums, images=images_seen, lr=first_lr, strength=first_strength,
+                next_batch=ctx.steps_per_epoch, finished=True)
+
+
+def _train_step(model: nn.Module, images, labels, ctx: StepContext, sums: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on this rank's batch, as ``micro_batches`` chunks with accumulated gradients.
+
+    Chunk j takes samples j, j + k, j + 2k, ... of the batch: exactly the samples rank j would get in a
+    k-process run (the loader shards by stride), so k chunks on one process reproduce k processes,
+    BatchNorm statistics included."""
+    chunks = ctx.cfg.trainer.micro_batches
+    ctx.optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=ctx.device)
+    for chunk in range(chunks):
+        chunk_images, chunk_labels = images[chunk::chunks], labels[chunk::chunks]
+        sync = chunk == chunks - 1 or not hasattr(model, "no_sync")  # DDP all-reduces on the last chunk only
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.cfg, ctx.device):
+            logits = model(chunk_images)
+            loss = F.cross_entropy(logits, chunk_labels)
+        (loss / chunks).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(1) == chunk_labels).sum()
+            sums += torch.stack([loss.detach().double() * chunk_labels.numel(), correct.double()])
+            total += loss.detach() / chunks
+    ctx.optimizer.step()
+    return total
+
+
+def _check_finite(loss: torch.Tensor, sums: torch.Tensor, epoch: int, batch: int) -> None:
+    if not math.isfinite(float(sums[0])):
+        raise NonFiniteLossError(
+            f"non-finite training loss ({float(loss.detach()):.4g}) at epoch {epoch + 1}, step {batch + 1} "
+            "(or within the last check interval): stopping; the last good checkpoint is kept. "
+            "Lower schedule.lr or check the data"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, cfg, device: torch.device) -> dict:
+    """Test loss and top-1/top-5 errors over every test image exactly once, summed across ranks."""
+    model.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1 correct, top-5 correct
+    count = 0
+    for images, labels in loader:
+        with autocast(cfg, device):
+            logits = model(images)
+        logits = logits.float()
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        sums += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.any(1).sum().double()])
+        count += labels.shape[0]
+    totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64).to(device)])
+    loss, top1, top5, count = sum_across_ranks(totals).tolist()
+    return dict(test_loss=loss / count, test_top1_error=1 - top1 / count, test_top5_error=1 - top5 / count,
+                test_images=int(count))

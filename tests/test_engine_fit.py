@@ -1,0 +1,145 @@
+"""fit(): outputs, refusals, exact resume after an interruption, non-finite loss, curriculum."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from selectscale.engine import ConfigError, fit, register_configs
+from selectscale.engine import steps as engine_steps
+from selectscale.engine.checkpoint import load_checkpoint
+from selectscale.engine.signals import Preempted
+from selectscale.engine.steps import NonFiniteLossError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+register_configs()
+# Small and deterministic: 256 synthetic images, batch 64 -> 4 steps per epoch, about a second an epoch.
+SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=resnet20",
+         "trainer.batch_size=64", "trainer.epochs=3", "schedule=cosine", "trainer.device=cpu",
+         "trainer.progress_bar=false", "trainer.deterministic=true", "drop=selectscale"]
+VOLATILE = {"seconds", "images_per_second"}  # timing fields differ between any two runs
+
+
+def make_cfg(run_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=[*SMALL, f"output_dir={run_dir}", *overrides])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def snapshot(run_dir: Path) -> dict:
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "complete"
+    result = fit(make_cfg(run_dir))
+    return run_dir, result
+
+
+def test_a_run_leaves_every_output(finished_run):
+    run_dir, result = finished_run
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "checkpoint.pt.sha256", "result.json", "train.log"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    records = metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in ("lr", "drop_strength", "train_loss", "train_top1_error", "test_loss", "test_top1_error",
+                "test_top5_error", "test_images"):
+        assert all(key in r for r in records), key
+    assert records[-1]["test_images"] == 128
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["complete"] is True and saved["schema_version"] == 1 and saved["epochs_completed"] == 3
+    assert saved["test_top1_error"] == records[-1]["test_top1_error"]  # the last epoch, never the best
+    assert saved["dataset"] == dict(name="synthetic", train_size=256, test_size=128, num_classes=10, verified=False)
+    assert saved["config"]["drop"]["name"] == "selectscale" and saved["world_size"] == 1
+    assert saved["code"]["commit"] and saved["torch_version"] == torch.__version__
+    assert OmegaConf.load(run_dir / "config.yaml").trainer.epochs == 3
+
+
+def test_a_complete_run_directory_is_refused_and_left_unchanged(finished_run):
+    run_dir, _ = finished_run
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match="already holds a complete run"):
+        fit(make_cfg(run_dir))
+    assert fit(make_cfg(run_dir, "trainer.resume=auto"))["complete"] is True  # nothing left to do
+    assert snapshot(run_dir) == before
+
+
+def test_resuming_with_a_different_config_is_refused(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=r"differs .* in drop.retain_rate"):
+        fit(make_cfg(run_dir, "trainer.resume=auto", "drop.retain_rate=0.5"))
+    assert snapshot(run_dir) == before
+
+
+def interrupt_at_step(monkeypatch, step: int) -> None:
+    """Send this process SIGTERM during training step ``step`` (counted from 1 across the run)."""
+    original, calls = engine_steps._train_step, {"n": 0}
+
+    def step_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_steps, "_train_step", step_then_signal)
+
+
+@pytest.mark.parametrize("stop_step", [6, 8], ids=["mid-epoch", "epoch-boundary"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(finished_run, tmp_path, monkeypatch, stop_step):
+    reference_dir, _ = finished_run
+    run_dir = tmp_path / "interrupted"
+    interrupt_at_step(monkeypatch, stop_step)
+    with pytest.raises(Preempted, match="trainer.resume=auto"):
+        fit(make_cfg(run_dir))
+    monkeypatch.undo()
+    assert not json.loads((run_dir / "result.json").read_text())["complete"] if stop_step > 4 else True
+    with pytest.raises(ConfigError, match="unfinished run"):
+        fit(make_cfg(run_dir))
+    fit(make_cfg(run_dir, "trainer.resume=auto"))
+    assert metrics(run_dir) == metrics(reference_dir)  # exactly, deterministic CPU mode
+    reference = torch.load(reference_dir / "checkpoint.pt", weights_only=True)["model"]
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    run_dir = tmp_path / "nan"
+    original, calls = engine_steps.F.cross_entropy, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 6 else loss  # training step 6: epoch 2, step 2
+
+    monkeypatch.setattr(engine_steps.F, "cross_entropy", poisoned)
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 2"):
+        fit(make_cfg(run_dir, "trainer.eval_every=5"))
+    state = load_checkpoint(run_dir)
+    assert state is not None and state["epoch"] == 1 and state["next_batch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_linear_curriculum_ramps_the_drop_strength(tmp_path):
+    run_dir = tmp_path / "curriculum"
+    fit(make_cfg(run_dir, "curriculum=linear", "trainer.epochs=2", "drop=spatial_dropout"))
+    assert [r["drop_strength"] for r in metrics(run_dir)] == [0.0, 0.5]
+
+
+def test_an_unwritable_run_directory_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="not writable"):
+        fit(make_cfg(blocker / "run"))

@@ -1,0 +1,90 @@
+"""Slow end-to-end checks (CI runs them): real-data learning, SIGTERM, 2-process DDP on gloo."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "model=resnet20",
+         "trainer.batch_size=64", "trainer.device=cpu", "trainer.progress_bar=false", "schedule=cosine"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_train(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: int = 600):
+    command = (launcher or [sys.executable]) + [str(REPO / "train.py"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if launcher else None
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_resnet20_selectscale_learns_real_cifar_mini(cifar_mini_root, tmp_path):
+    """15 epochs, cosine, batch 128 on the 5,438 real training images: test top-1 error <= 40% (a plain
+    reference implementation reached about 33%). SelectScale with top rate 0.1 (the Discussion's advice),
+    retaining rate 0.4 and the linear curriculum of Tables 3-4 reached 35.8% here; without the curriculum
+    (42.5%) or at the strongest paper setting (0.2, 0.1: 49.8%) 15 epochs are too few
+    (results/cifar_mini_short_runs.md)."""
+    done = run_train(["dataset=cifar10", f"dataset.root={cifar_mini_root}", "model=resnet20", "drop=selectscale",
+                      "drop.top_rate=0.1", "drop.retain_rate=0.4", "curriculum=linear", "schedule=cosine",
+                      "trainer.epochs=15", "trainer.device=cpu", "trainer.progress_bar=false",
+                      f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["complete"] and result["dataset"]["train_size"] == 5438 and result["dataset"]["test_size"] == 1017
+    assert result["dataset"]["verified"] is False
+    assert result["test_top1_error"] <= 0.40, result["test_top1_error"]
+
+
+def test_sigterm_checkpoints_and_exits_with_a_resume_hint(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *SMALL, "trainer.epochs=30", f"output_dir={run_dir}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - signalled < 30
+    assert process.returncode == 3, stderr[-2000:]
+    assert "SIGTERM" in stderr and "trainer.resume=auto" in stderr
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert not json.loads((run_dir / "result.json").read_text())["complete"]
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """Global batch 64: 2 processes x 32 against 1 process with 2 micro-batches of 32. The loader shards by
+    stride and micro-batch j takes the samples rank j would, with the same augmentation, so both runs
+    compute the same BatchNorm statistics and the same gradients up to the order of floating-point sums
+    (all-reduce versus accumulation). Measured: the first two step losses agree to 5e-8, then the
+    rounding differences grow as training amplifies them (about 1e-4 by step 8 even at lr 0.01; faster at
+    lr 0.1). At lr 0.01 the epoch losses agreed to 5e-6 and 2.3e-5 relative and the weights to 2.5e-4
+    relative L2 after 16 steps; we allow 1e-4 and 2e-3. Running BN statistics are not compared (DDP keeps
+    rank 0's, the single process updates them with both halves), nor the test loss, which uses them."""
+    common = [*SMALL, "trainer.epochs=2", "drop=none", "trainer.deterministic=true", "schedule.lr=0.01"]
+    single = run_train([*common, "trainer.micro_batches=2", f"output_dir={tmp_path / 'single'}"], cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    double = run_train([*common, f"output_dir={tmp_path / 'ddp'}"], cwd=tmp_path, launcher=launcher, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    assert result["world_size"] == 2 and result["complete"]
+    for one, two in zip(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), strict=True):
+        assert two["test_images"] == one["test_images"] == 256  # every test image exactly once
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("single", "ddp")]
+    keys = [k for k, v in weights[0].items() if "running_" not in k and v.is_floating_point()]
+    difference = sum(float((weights[0][k] - weights[1][k]).pow(2).sum()) for k in keys) ** 0.5
+    norm = sum(float(weights[0][k].pow(2).sum()) for k in keys) ** 0.5
+    assert difference / norm < 2e-3
