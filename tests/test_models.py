@@ -225,3 +225,13 @@ def test_compiled_model_matches_eager_in_eval_and_trains(name):
     loss = compiled.train()(x).logsumexp(1).mean()
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, channels, size", [("resnet20", 64, 8), ("wrn20_4", 256, 8),
+                                                  ("resnext29_8x64d", 1024, 8), ("resnet50", 2048, 7)])
+def test_features_are_the_last_convolutional_maps_that_feed_the_classifier(name, channels, size):
+    model = build(name, 10).eval()
+    x = torch.randn(2, 3, size * 4 if name != "resnet50" else 224, size * 4 if name != "resnet50" else 224,
+                    device="meta" if name in LARGE else "cpu")
+    assert model.features(x).shape == (2, channels, size, size)
+    assert model.fc.in_features == channels

@@ -57,7 +57,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarBackbone(nn.Module):
+    """What the CIFAR networks share: stem ``conv1``/``bn1`` + ReLU, ``layer1``-``layer3``, global average
+    pooling and the classifier ``fc``. Subclasses build those modules."""
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last convolutional feature maps (N x C x 8 x 8 for CIFAR), used for CAM."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class CifarResNet(CifarBackbone):
     """Stem conv3x3 (16k) + BN + ReLU, three stages of ``blocks_per_stage`` basic blocks with
     16k, 32k, 64k filters (stride 1, 2, 2), global average pooling, linear classifier."""
 
@@ -86,14 +99,6 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(widths[-1], num_classes)
         init_weights(self)
-
-    def features(self, x: Tensor) -> Tensor:
-        """The last convolutional feature maps (N x 64k x 8 x 8 for CIFAR), used for CAM."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
 def init_weights(model: nn.Module) -> None:

@@ -9,11 +9,10 @@ before and after the 3x3 group convolution (paper Section 3.1): 2 per block, 18 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cifar_resnet import init_weights
+from .cifar_resnet import CifarBackbone, init_weights
 from .registry import DropFactory, make_drop, register_model
 
 
@@ -42,7 +41,7 @@ class ResNeXtBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNeXt(nn.Module):
+class CifarResNeXt(CifarBackbone):
     def __init__(self, num_classes: int, cardinality: int = 8, base_width: int = 64,
                  drop: DropFactory | None = None, blocks_per_stage: int = 3) -> None:
         super().__init__()
@@ -60,14 +59,6 @@ class CifarResNeXt(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(in_channels, num_classes)
         init_weights(self)
-
-    def features(self, x: Tensor) -> Tensor:
-        """The last convolutional feature maps (N x 1024 x 8 x 8 for CIFAR), used for CAM."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
 @register_model
