@@ -23,7 +23,7 @@ from . import distributed, rundir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, validate
 from .data_setup import build_data
-from .records import MetricsLogger, truncate_metrics
+from .records import MetricsLogger, read_metrics, truncate_metrics
 from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
 from .signals import Preempted, PreemptionFlag
 from .steps import StepContext, evaluate, train_epoch
@@ -89,6 +89,7 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.trainer.max_steps_per_epoch)
         self.epoch, self.next_batch, self.global_step, self.wall_time = 0, 0, 0, 0.0
         self.partial: dict | None = None  # this rank's sums of an epoch interrupted mid-way
+        self.code = git_commit()  # the code version, recorded in every result.json
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP across ranks, then torch.compile, as configured."""
@@ -198,14 +199,12 @@ class Trainer:
                 f"(and hydra.run.dir={self.run_dir} if Hydra chose the directory)")
 
     def _write_result(self, complete: bool, record: dict | None = None) -> dict:
-        from .records import read_metrics
-
         record = record or (read_metrics(self.run_dir) or [{}])[-1]
         result = dict(
             schema_version=SCHEMA_VERSION, complete=complete, epochs_completed=self.epoch,
             test_top1_error=record.get("test_top1_error"), test_top5_error=record.get("test_top5_error"),
             test_loss=record.get("test_loss"), train_loss=record.get("train_loss"), seed=self.cfg.seed,
-            dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=git_commit(),
+            dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=self.code,
             torch_version=torch.__version__, device=hardware(self.ctx.device), world_size=self.ctx.world_size,
             wall_time_seconds=self.wall_time,
         )

@@ -1,0 +1,207 @@
+"""Read every ``result.json`` under some directories into one row per finished run.
+
+A file becomes a :class:`RunRow` only when it is readable JSON with ``schema_version`` 1, has every field a
+table needs, and says ``complete: true``. Anything else goes to :attr:`Collection.skipped` with a one-line
+reason, so a table can say what it left out instead of silently dropping runs.
+
+``RunRow.setting`` is the experiment's identity: every hyperparameter of the resolved config, flattened to
+dotted keys, except the seed and the keys that only say where or how a run ran (paths, devices, resuming).
+Two rows with equal settings differ only by seed and may be averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from ..engine.results import RESULT_FILE, SCHEMA_VERSION
+
+# Config keys that do not change the experiment: the seed (averaged over) and paths/runtime choices.
+KEYS_OUTSIDE_SETTING = frozenset({
+    "seed", "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.device",
+    "trainer.progress_bar", "trainer.resume", "trainer.dist_timeout_s", "trainer.compile",
+})
+
+# Dotted paths every usable result.json must hold (the value may be null only where noted in _check_values).
+REQUIRED_FIELDS = (
+    "complete", "test_top1_error", "test_top5_error", "seed", "device", "world_size",
+    "dataset.name", "dataset.train_size", "dataset.verified",
+    "config.model.name", "config.drop.name", "config.curriculum.name", "config.schedule.name",
+    "config.trainer.epochs", "config.trainer.batch_size",
+)
+
+Setting = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One finished run: what was trained, on which data, its last-epoch test errors (fractions), and where."""
+
+    path: Path
+    dataset: str
+    train_size: int
+    verified: bool
+    model: str
+    drop: str
+    top_rate: float | None
+    retain_rate: float | None
+    curriculum: str
+    schedule: str
+    epochs: int
+    batch_size: int
+    seed: int
+    test_top1_error: float
+    test_top5_error: float | None
+    device: str
+    world_size: int
+    max_steps_per_epoch: int | None = None
+    code_dirty: bool | None = None
+    setting: Setting = field(default=(), repr=False)
+
+    def setting_dict(self) -> dict[str, Any]:
+        """The setting as a plain ``{dotted key: value}`` dict."""
+        return dict(self.setting)
+
+
+@dataclass
+class Collection:
+    """The rows of every usable run, and ``(path, reason)`` for every result.json left out."""
+
+    rows: list[RunRow] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+class UnusableResult(ValueError):
+    """A result.json that cannot be a row; the message is the one-line reason."""
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b.c": value}``; lists become tuples so that every value is hashable."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, prefix=f"{dotted}."))
+        else:
+            flat[dotted] = _hashable(value)
+    return flat
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
+    return value
+
+
+def setting_of(config: dict) -> Setting:
+    """The experiment's identity: the flattened config minus :data:`KEYS_OUTSIDE_SETTING`, sorted by key."""
+    flat = flatten_config(config)
+    return tuple(sorted((key, value) for key, value in flat.items() if key not in KEYS_OUTSIDE_SETTING))
+
+
+def _lookup(result: dict, dotted: str) -> tuple[bool, Any]:
+    """``(found, value)`` for a dotted path into nested dicts."""
+    node: Any = result
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_values(result: dict) -> None:
+    """Raise :class:`UnusableResult` naming the fields that are missing or unusable."""
+    missing = [name for name in REQUIRED_FIELDS if not _lookup(result, name)[0]]
+    if missing:
+        raise UnusableResult(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    top1, top5 = result["test_top1_error"], result["test_top5_error"]
+    if not _is_number(top1) or not 0.0 <= top1 <= 1.0:
+        raise UnusableResult(f"test_top1_error is {top1!r}, not a fraction in [0, 1]")
+    if top5 is not None and (not _is_number(top5) or not 0.0 <= top5 <= 1.0):
+        raise UnusableResult(f"test_top5_error is {top5!r}, not a fraction in [0, 1] or null")
+    for name in ("seed", "world_size", "dataset.train_size", "config.trainer.epochs", "config.trainer.batch_size"):
+        value = _lookup(result, name)[1]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UnusableResult(f"{name} is {value!r}, not an integer")
+
+
+def _check_result(result: Any) -> None:
+    """Raise :class:`UnusableResult` unless ``result`` is a complete schema-1 result with every field."""
+    if not isinstance(result, dict):
+        raise UnusableResult(f"not a JSON object but a {type(result).__name__}")
+    if "schema_version" not in result:
+        raise UnusableResult(f"missing field: schema_version (supported: {SCHEMA_VERSION})")
+    version = result["schema_version"]
+    if version != SCHEMA_VERSION:
+        raise UnusableResult(f"schema_version {version!r} found, only {SCHEMA_VERSION} is supported")
+    if "complete" in result and result["complete"] is not True:
+        epochs = _lookup(result, "config.trainer.epochs")[1]
+        done = result.get("epochs_completed")
+        raise UnusableResult(f"incomplete run: {done if done is not None else '?'} of "
+                             f"{epochs if epochs is not None else '?'} epochs completed")
+    _check_values(result)
+
+
+def row_from_result(path: Path, result: Any) -> RunRow:
+    """The :class:`RunRow` of one parsed result.json; :class:`UnusableResult` says why it cannot be one."""
+    _check_result(result)
+    config, data = result["config"], result["dataset"]
+    drop, trainer, code = config["drop"], config["trainer"], result.get("code")
+    return RunRow(
+        path=path, dataset=data["name"], train_size=data["train_size"], verified=data["verified"] is True,
+        model=config["model"]["name"], drop=drop["name"], top_rate=drop.get("top_rate"),
+        retain_rate=drop.get("retain_rate"), curriculum=config["curriculum"]["name"],
+        schedule=config["schedule"]["name"], epochs=trainer["epochs"], batch_size=trainer["batch_size"],
+        seed=result["seed"], test_top1_error=float(result["test_top1_error"]),
+        test_top5_error=None if result["test_top5_error"] is None else float(result["test_top5_error"]),
+        device=str(result["device"]), world_size=result["world_size"],
+        max_steps_per_epoch=trainer.get("max_steps_per_epoch"),
+        code_dirty=code.get("dirty") if isinstance(code, dict) else None,
+        setting=setting_of(config),
+    )
+
+
+def read_row(path: Path) -> RunRow:
+    """Read and check one result.json file; :class:`UnusableResult` says why it cannot be a row."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UnusableResult(f"unreadable: {error.strerror or error}") from error
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UnusableResult(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
+    return row_from_result(path, result)
+
+
+def find_result_files(roots: list[Path]) -> list[Path]:
+    """Every ``result.json`` under the roots (searched recursively; a root may be the file itself), sorted."""
+    found: set[Path] = set()
+    for root in map(Path, roots):
+        if root.is_file():
+            found.add(root)
+        elif root.is_dir():
+            found.update(path for path in root.rglob(RESULT_FILE) if path.is_file())
+        else:
+            raise FileNotFoundError(f"no such file or directory to collect results from: {root}")
+    return sorted(found)
+
+
+def collect(roots: list[Path]) -> Collection:
+    """Rows for every usable result.json under ``roots``; the others in ``skipped`` with their reason."""
+    collection = Collection()
+    for path in find_result_files(roots):
+        try:
+            collection.rows.append(read_row(path))
+        except UnusableResult as reason:
+            collection.skipped.append((path, str(reason)))
+    return collection

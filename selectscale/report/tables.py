@@ -1,0 +1,241 @@
+"""Group run rows by setting, take mean and sample std over seeds, and render Markdown or LaTeX tables.
+
+A group is averaged only when every run in it has the same full setting (see
+:attr:`~selectscale.report.collect.RunRow.setting`); otherwise it is flagged ``mixed settings`` with the
+differing keys and its mean is ``None``. Everything that makes a number weaker than the paper's (fewer seeds,
+shortened schedules, unofficial data, duplicate seeds, uncommitted code) becomes a short flag in the table.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .collect import RunRow
+
+GROUPABLE_KEYS = tuple(f.name for f in fields(RunRow) if f.name not in ("path", "setting", "test_top1_error",
+                                                                        "test_top5_error", "seed", "device"))
+MEASURED_HEADER = "measured top-1 (%) mean ± std (n)"
+_MISSING = object()
+
+
+@dataclass
+class Group:
+    """Runs sharing the display key; mean/std (percent, sample std) are None when not computable."""
+
+    by: tuple[str, ...]
+    key: tuple
+    rows: list[RunRow]
+    seeds: tuple[int, ...]
+    top1_mean: float | None
+    top1_std: float | None
+    top5_mean: float | None
+    top5_std: float | None
+    mixed_settings: bool
+    differing_keys: tuple[str, ...]
+    duplicate_seeds: tuple[int, ...]
+    hardware: frozenset[str]
+    epochs: tuple[int, ...]
+    paper_epochs: int | None
+    data: str
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        """Number of runs in the group."""
+        return len(self.rows)
+
+
+def data_label(row: RunRow) -> str:
+    """``official`` (verified files), ``synthetic``, or ``mini (5,438 train images)`` for other unverified data."""
+    if row.verified:
+        return "official"
+    if row.dataset == "synthetic":
+        return "synthetic"
+    return f"mini ({row.train_size:,} train images)"
+
+
+def differing_setting_keys(rows: Sequence[RunRow]) -> tuple[str, ...]:
+    """The setting keys whose value (or presence) is not the same in every row, sorted."""
+    settings = [row.setting_dict() for row in rows]
+    keys = set().union(*settings) if settings else set()
+    return tuple(sorted(key for key in keys if len({repr(s.get(key, _MISSING)) for s in settings}) > 1))
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); std is None for fewer than two values, both for none."""
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def seed_count_flag(n: int, expected_seeds: int | None) -> str | None:
+    """``"3 of 5 seeds"`` when a group has fewer runs than expected, else None."""
+    return f"{n} of {expected_seeds} seeds" if expected_seeds and n < expected_seeds else None
+
+
+def _flags(group: Group, expected_seeds: int | None) -> list[str]:
+    rows, flags = group.rows, []
+    if (seed_flag := seed_count_flag(group.n, expected_seeds)) is not None:
+        flags.append(seed_flag)
+    if group.mixed_settings:
+        flags.append(f"mixed settings: {', '.join(group.differing_keys)}")
+    if group.duplicate_seeds:
+        flags.append(f"duplicate seeds: {', '.join(map(str, group.duplicate_seeds))}")
+    if any(not row.verified and row.dataset != "synthetic" for row in rows):
+        flags.append("unverified data")
+    if len({data_label(row) for row in rows}) > 1:
+        flags.append("mixed data")
+    if group.paper_epochs is not None and any(epochs != group.paper_epochs for epochs in group.epochs):
+        done = "/".join(map(str, group.epochs))
+        flags.append(f"shortened: {done} of {group.paper_epochs} epochs")
+    capped = sorted({row.max_steps_per_epoch for row in rows if row.max_steps_per_epoch is not None})
+    if capped:
+        flags.append(f"capped at {'/'.join(map(str, capped))} steps per epoch")
+    if any(row.code_dirty for row in rows):
+        flags.append("uncommitted code")
+    return flags
+
+
+def _one_group(by: tuple[str, ...], key: tuple, rows: list[RunRow], paper_epochs: int | None,
+               expected_seeds: int | None) -> Group:
+    differing = differing_setting_keys(rows)
+    seeds = tuple(sorted(row.seed for row in rows))
+    duplicates = tuple(sorted({seed for seed in seeds if seeds.count(seed) > 1}))
+    top1_mean = top1_std = top5_mean = top5_std = None
+    if not differing:
+        top1_mean, top1_std = mean_and_std([100.0 * row.test_top1_error for row in rows])
+        if all(row.test_top5_error is not None for row in rows):
+            top5_mean, top5_std = mean_and_std([100.0 * row.test_top5_error for row in rows])
+    labels = sorted({data_label(row) for row in rows})
+    group = Group(by=by, key=key, rows=rows, seeds=seeds, top1_mean=top1_mean, top1_std=top1_std,
+                  top5_mean=top5_mean, top5_std=top5_std, mixed_settings=bool(differing), differing_keys=differing,
+                  duplicate_seeds=duplicates, hardware=frozenset(row.device for row in rows),
+                  epochs=tuple(sorted({row.epochs for row in rows})), paper_epochs=paper_epochs,
+                  data=" + ".join(labels))
+    group.flags = _flags(group, expected_seeds)
+    return group
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple((value is None, str(value)) for value in key)
+
+
+def group(rows: Iterable[RunRow], by: tuple[str, ...], paper_epochs: int | None = None,
+          expected_seeds: int | None = None) -> list[Group]:
+    """Group rows by the display keys ``by`` (names from :data:`GROUPABLE_KEYS`, e.g. ``("model", "drop")``).
+
+    ``paper_epochs``: the paper's schedule length, to flag shortened runs. ``expected_seeds``: flag groups
+    with fewer runs (rendering adds the same flag). Groups come sorted by key."""
+    unknown = [name for name in by if name not in GROUPABLE_KEYS]
+    if unknown:
+        raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPABLE_KEYS)}")
+    buckets: dict[tuple, list[RunRow]] = {}
+    for row in rows:
+        buckets.setdefault(tuple(getattr(row, name) for name in by), []).append(row)
+    return [_one_group(tuple(by), key, buckets[key], paper_epochs, expected_seeds)
+            for key in sorted(buckets, key=_sort_key)]
+
+
+def format_measured(group: Group) -> str:
+    """``5.22 ± 0.08 (5)``, ``5.22 (1)``, or ``not computed (mixed settings)``."""
+    if group.mixed_settings or group.top1_mean is None:
+        return "not computed (mixed settings)" if group.mixed_settings else f"not computed ({group.n})"
+    if group.top1_std is None:
+        return f"{group.top1_mean:.2f} ({group.n})"
+    return f"{group.top1_mean:.2f} ± {group.top1_std:.2f} ({group.n})"
+
+
+def format_schedule(group: Group) -> str:
+    """The schedule names and length: ``step_cifar, full (200)``, ``cosine, shortened 15/200`` or ``15 epochs``."""
+    names = "/".join(sorted({row.schedule for row in group.rows}))
+    epochs = "/".join(map(str, group.epochs))
+    if group.paper_epochs is None:
+        return f"{names}, {epochs} epochs"
+    if group.epochs == (group.paper_epochs,):
+        return f"{names}, full ({group.paper_epochs})"
+    return f"{names}, shortened {epochs}/{group.paper_epochs}"
+
+
+def _paper_value(paper: dict | None, key: tuple) -> str:
+    """The paper's number for a group key, looked up by the key tuple or, for one grouping key, its value."""
+    candidates = (key, key[0]) if len(key) == 1 else (key,)
+    for candidate in candidates:
+        if paper and paper.get(candidate) is not None:
+            return str(paper[candidate])
+    return "—"
+
+
+def _display(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def table_cells(groups: Sequence[Group], paper: dict | None,
+                expected_seeds: int | None) -> tuple[list[str], list[list[str]]]:
+    """The header and the cells (plain text) of the table shared by both renderers."""
+    by = groups[0].by if groups else ()
+    header = [*by, MEASURED_HEADER, "paper (%)", "schedule (epochs)", "data", "hardware", "flags"]
+    body = []
+    for entry in groups:
+        flags = list(entry.flags)
+        seed_flag = seed_count_flag(entry.n, expected_seeds)
+        if seed_flag is not None and seed_flag not in flags:
+            flags.insert(0, seed_flag)
+        body.append([*map(_display, entry.key), format_measured(entry), _paper_value(paper, entry.key),
+                     format_schedule(entry), entry.data, "; ".join(sorted(entry.hardware)), "; ".join(flags)])
+    return header, body
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
+                    title: str = "Results", provenance_lines: Sequence[str] = (),
+                    skipped: Sequence[tuple[Path, str]] = ()) -> str:
+    """A Markdown section: title, provenance lines, the table, and a warning listing left-out result files.
+
+    ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
+    header, body = table_cells(groups, paper, expected_seeds)
+    lines = [f"## {title}", ""]
+    if provenance_lines:
+        lines += [*(f"- {line}" for line in provenance_lines), ""]
+    lines.append("| " + " | ".join(map(_markdown_cell, header)) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(map(_markdown_cell, cells)) + " |" for cells in body]
+    if skipped:
+        lines += ["", f"> **Warning:** {len(skipped)} result file(s) left out of this table:", ">"]
+        lines += [f"> - Left out: {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "±": r"$\pm$", "—": "---"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX tabular cell (``±`` becomes ``$\\pm$``)."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
+                 title: str = "Results", provenance_lines: Sequence[str] = (),
+                 skipped: Sequence[tuple[Path, str]] = ()) -> str:
+    """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), then the left-out files."""
+    header, body = table_cells(groups, paper, expected_seeds)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}",
+             r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
+             " & ".join(latex_escape(cell) for cell in header) + r" \\", r"\hline"]
+    lines += [" & ".join(latex_escape(cell) for cell in cells) + r" \\" for cells in body]
+    lines += [r"\hline", r"\end{tabular}"]
+    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in provenance_lines]
+    lines.append(r"\end{table}")
+    if skipped:
+        lines += [rf"% Warning: {len(skipped)} result file(s) left out of this table", r"\begin{itemize}"]
+        lines += [rf"\item Left out: {latex_escape(str(path))}: {latex_escape(reason)}" for path, reason in skipped]
+        lines.append(r"\end{itemize}")
+    return "\n".join(lines) + "\n"
