@@ -8,11 +8,11 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean
+.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables $(TABLES) $(TABLE_REPORTS)
 
 help: ## Show this help
 	@echo "usage: make <target>"
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # new, or repair a broken one
@@ -45,6 +45,27 @@ bench-drop: $(INSTALLED) ## Benchmark the drop layers against a 3x3 conv and a b
 
 bench-data: $(INSTALLED) ## Images/s of the device-resident CIFAR loader vs torchvision's pipeline, and JPEG decoding
 	$(PY) scripts/bench_data.py
+
+# The paper's tables: SEEDS runs per row (5), EPOCHS to shorten (default: the paper's), DATA = dataset.root,
+# LAUNCHER = a Hydra launcher (joblib, submitit_slurm), RUNS = where run directories live.
+SEEDS ?= 5
+EPOCHS ?=
+DATA ?=
+LAUNCHER ?=
+RUNS ?= runs
+TABLES := table1 table2 table3 table4
+TABLE_REPORTS := $(addsuffix -report,$(TABLES))
+EXPERIMENT_ARGS = --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) \
+	$(if $(LAUNCHER),--launcher $(LAUNCHER))
+
+table1 table2 table3 table4: $(INSTALLED) ## Train (or resume) every run of a paper table, then render results/<table>.md
+	$(PY) -m selectscale.experiments run $@ $(EXPERIMENT_ARGS)
+
+table1-report table2-report table3-report table4-report: $(INSTALLED) ## Render results/<table>.md and .tex from existing runs only
+	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS)
+
+smoke-tables: $(INSTALLED) ## Every table end to end on tiny synthetic data, 1 seed, 1 epoch, CPU (a few minutes)
+	$(PY) -m selectscale.experiments smoke $(TABLES)
 
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -221,8 +221,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
         if cfg.model.name.startswith(("resnext", "resnet50")):
             _fail("model.shortcut", cfg.model.shortcut, f"{cfg.model.name} has projection shortcuts; leave it null")
         _check_choice("model.shortcut", cfg.model.shortcut, ("pad", "avgpool"))
-    if cfg.model.name == "resnet50" and cfg.dataset.name != "imagenet":
-        _fail("model.name", "resnet50", "resnet50 is the ImageNet network; use it with dataset=imagenet")
+    if cfg.model.name == "resnet50" and cfg.dataset.name in ("cifar10", "cifar100"):
+        _fail("model.name", "resnet50", "resnet50 is the ImageNet network; use it with dataset=imagenet (or synthetic)")
     if cfg.model.name != "resnet50" and cfg.dataset.name == "imagenet":
         _fail("model.name", cfg.model.name, "ImageNet runs use model=resnet50; the other models are for CIFAR")
     validate_drop(cfg.drop)

@@ -1,0 +1,166 @@
+"""Run and report the paper's tables: ``python -m selectscale.experiments {run,report,smoke} NAME``.
+
+A table is a file ``configs/experiment/NAME.yaml``: a title, the paper's epochs, the overrides common to
+every row, and one row per cell (its ``train.py`` overrides and the paper's value). ``run`` trains every
+row for every seed as one Hydra multirun per row (so ``--launcher joblib`` or ``submitit_slurm`` run them
+in parallel or on a cluster), into ``RUNS/NAME/<row>/seed<k>/``, with ``trainer.resume=auto``: finished
+runs are skipped and interrupted ones continue. ``report`` renders ``results/NAME.md`` and ``.tex`` from
+whatever runs exist, flagging missing seeds, shortened schedules and unofficial data, and never averaging
+incomplete runs or different settings. ``smoke`` runs a table end to end on tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from selectscale.report import collect, group, render_latex, render_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "configs" / "experiment"
+TABLES = ("table1", "table2", "table3", "table4")
+# Smoke runs: the whole pipeline on 64 synthetic images, one optimizer step, on the CPU.
+SMOKE_OVERRIDES = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=64", "trainer.batch_size=32",
+                   "trainer.max_steps_per_epoch=1", "trainer.device=cpu", "trainer.progress_bar=false"]
+
+
+class ExperimentError(ValueError):
+    """A bad experiment name or option, or no runs to report; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    overrides: tuple[str, ...]
+    paper: str
+    paper_epochs: int | None
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    group_by: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+def load_table(name: str) -> Table:
+    """The table spec ``configs/experiment/NAME.yaml``."""
+    path = EXPERIMENTS / f"{name}.yaml"
+    if name not in TABLES or not path.is_file():
+        raise ExperimentError(f"experiment {name!r} is not known: use one of {', '.join(TABLES)}")
+    spec = OmegaConf.to_container(OmegaConf.load(path))
+    rows = []
+    for row in spec["rows"]:
+        overrides = [*spec.get("common", [])]
+        overrides += [f"{key}={row[key]}" for key in ("model", "drop") if key in row]
+        if "epochs" in row:
+            overrides.append(f"trainer.epochs={row['epochs']}")
+        overrides += row.get("overrides", [])
+        label = row.get("label") or "-".join(str(row[key]) for key in ("model", "drop") if key in row)
+        rows.append(Row(label, tuple(overrides), row["paper"], row.get("epochs", spec.get("paper_epochs"))))
+    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows))
+
+
+def row_command(row: Row, run_dir: Path, seeds: int, epochs: int | None, data: str | None,
+                launcher: str | None, extra: list[str]) -> list[str]:
+    """One Hydra multirun over the seeds of one row."""
+    command = [sys.executable, str(REPO / "train.py"), "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
+               f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=seed${seed}", "trainer.resume=auto"]
+    command += [f"trainer.epochs={epochs}"] if epochs else []
+    command += [f"dataset.root={data}"] if data else []
+    command += [f"hydra/launcher={launcher}"] if launcher else []
+    return command + extra
+
+
+def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, launcher: str | None,
+              extra: list[str]) -> None:
+    for row in table.rows:
+        command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra)
+        print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
+        done = subprocess.run(command, cwd=REPO)
+        if done.returncode != 0:
+            raise ExperimentError(f"{table.name} row {row.label} failed (exit {done.returncode}); fix it and run "
+                                  "the same target again: finished runs are kept and skipped")
+
+
+def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
+    """Render ``out/NAME.md`` and ``out/NAME.tex`` from the runs under ``runs/NAME``."""
+    groups, paper, skipped = [], {}, []
+    for row in table.rows:
+        row_dir = runs / table.name / row.label
+        if not row_dir.is_dir():
+            continue
+        collection = collect([row_dir])
+        skipped += collection.skipped
+        for found in group(collection.rows, by=table.group_by, paper_epochs=row.paper_epochs, expected_seeds=seeds):
+            # The row's label leads the key: two rows may coincide once shortened (Table 3's 200 and 600
+            # epochs), and each must keep its own paper value.
+            found.by, found.key = ("row", *found.by), (row.label, *found.key)
+            groups.append(found)
+            paper[found.key] = row.paper
+    if not groups:
+        raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
+                              f"first (or pass RUNS=<folder> where they are)")
+    provenance = [f"Rendered by `python -m selectscale.experiments report {table.name} --runs {runs}` from the "
+                  "result.json files; each run's command is train.py with the overrides in "
+                  f"configs/experiment/{table.name}.yaml (test error of the last epoch)."]
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / f"{table.name}.md", out / f"{table.name}.tex"]
+    for path, render in zip(outputs, (render_markdown, render_latex), strict=True):
+        path.write_text(render(groups, paper=paper, expected_seeds=seeds, title=table.title,
+                               provenance_lines=provenance, skipped=skipped))
+    return outputs
+
+
+def smoke(names: list[str], keep: Path | None) -> None:
+    """Every table end to end on tiny synthetic data, 1 seed, 1 epoch, CPU; checks the files appear."""
+    with tempfile.TemporaryDirectory() as scratch:
+        base = keep or Path(scratch)
+        for name in names:
+            table = load_table(name)
+            run_table(table, base / "runs", 1, 1, None, None, SMOKE_OVERRIDES)
+            outputs = report_table(table, base / "runs", base / "results", 1)
+            missing = [p for p in outputs if not p.is_file() or not p.read_text().strip()]
+            if missing:
+                raise ExperimentError(f"smoke {name}: {', '.join(map(str, missing))} not produced")
+            print(f"[smoke] {name}: {', '.join(str(p) for p in outputs)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m selectscale.experiments", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["run", "report", "smoke"])
+    parser.add_argument("names", nargs="+", help=f"tables: {', '.join(TABLES)}")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per row (the paper: 5)")
+    parser.add_argument("--epochs", type=int, default=None, help="shorten every row to this many epochs")
+    parser.add_argument("--data", default=None, help="dataset.root for every run")
+    parser.add_argument("--launcher", default=None, help="Hydra launcher, e.g. joblib or submitit_slurm")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where run directories live")
+    parser.add_argument("--out", type=Path, default=REPO / "results", help="where tables are written")
+    parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+            raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")
+        tables = [load_table(name) for name in args.names]
+        if args.action == "smoke":
+            smoke(args.names, args.keep)
+        for table in tables if args.action != "smoke" else []:
+            if args.action == "run":
+                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra)
+            for path in report_table(table, args.runs, args.out, args.seeds):
+                print(f"wrote {path}")
+    except ExperimentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
