@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables $(TABLES) $(TABLE_REPORTS)
+.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables fig3 fig3-report
 
 help: ## Show this help
 	@echo "usage: make <target>"
@@ -55,6 +55,7 @@ LAUNCHER ?=
 RUNS ?= runs
 TABLES := table1 table2 table3 table4
 TABLE_REPORTS := $(addsuffix -report,$(TABLES))
+.PHONY: $(TABLES) $(TABLE_REPORTS)
 EXPERIMENT_ARGS = --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER))
 
@@ -64,8 +65,23 @@ table1 table2 table3 table4: $(INSTALLED) ## Train (or resume) every run of a pa
 table1-report table2-report table3-report table4-report: $(INSTALLED) ## Render results/<table>.md and .tex from existing runs only
 	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS)
 
-smoke-tables: $(INSTALLED) ## Every table end to end on tiny synthetic data, 1 seed, 1 epoch, CPU (a few minutes)
+FIG3_RUN = $(RUNS)/fig3/base
+fig3: $(INSTALLED) ## Figure 3: train WRN-20-4 without drop (or resume), then drops at inference -> results/fig3.*
+	$(PY) train.py dataset=cifar10 model=wrn20_4 drop=none seed=0 $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) \
+	  $(if $(DATA),dataset.root=$(DATA)) output_dir=$(FIG3_RUN) trainer.resume=auto
+	$(PY) -m selectscale.figures fig3 $(FIG3_RUN) --repeats 3
+
+fig3-report: $(INSTALLED) ## Figure 3 from the existing run only
+	$(PY) -m selectscale.figures fig3 $(FIG3_RUN) --repeats 3
+
+SMOKE_DIR := .smoke
+smoke-tables: $(INSTALLED) ## Every table and Figure 3 end to end on tiny synthetic data, 1 seed, 1 epoch, CPU
 	$(PY) -m selectscale.experiments smoke $(TABLES)
+	rm -rf $(SMOKE_DIR) && $(PY) train.py dataset=synthetic dataset.train_size=64 dataset.test_size=64 \
+	  trainer.batch_size=32 trainer.epochs=1 model=wrn20_4 drop=none trainer.device=cpu trainer.progress_bar=false \
+	  output_dir=$(SMOKE_DIR)/fig3/base
+	$(PY) -m selectscale.figures fig3 $(SMOKE_DIR)/fig3/base --repeats 1 --out $(SMOKE_DIR)/results
+	test -s $(SMOKE_DIR)/results/fig3.png && test -s $(SMOKE_DIR)/results/fig3.md && rm -rf $(SMOKE_DIR)
 
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,141 @@
+"""Figure 3 of the paper: test error of a network trained *without* drop when drops act at inference.
+
+``python -m selectscale.figures fig3 RUN_DIR`` loads a finished run's config and checkpoint, rebuilds the
+same network with dropout, SpatialDropout or Selectout layers at the paper's places (they have no
+parameters, so the weights load unchanged), keeps the model in eval mode (BatchNorm uses its running
+statistics) and switches only the drop layers on with :func:`selectscale.drop.apply_at_inference`. For
+each retaining rate it averages the test error over ``repeats`` random draws, then writes a Markdown table
+and a PNG plot. The paper's claim: Selectout's error rises much faster than SpatialDropout's as the
+retaining rate falls, because it removes the maps with the largest activations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from selectscale.data import build_dataset, build_loaders
+from selectscale.drop import apply_at_inference, drop_factory
+from selectscale.engine.checkpoint import load_checkpoint
+from selectscale.models import create_model
+
+METHODS = ("dropout", "spatial_dropout", "selectout")
+RETAIN_RATES = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
+SELECTOUT_TOP_RATE = 0.5  # Selectout needs 1 - p <= t: 0.5 admits every rate plotted, down to 0.5
+
+
+class FigureError(ValueError):
+    """A run directory that cannot be used; the message is one line."""
+
+
+def load_trained_run(run_dir: Path):
+    """(config, model state dict) of a finished run directory."""
+    state = load_checkpoint(run_dir)
+    if state is None or not (run_dir / "config.yaml").is_file():
+        raise FigureError(f"{run_dir} holds no valid checkpoint.pt and config.yaml: train a run there first")
+    return OmegaConf.load(run_dir / "config.yaml"), state["model"]
+
+
+@torch.no_grad()
+def test_error(model: torch.nn.Module, loader, device: torch.device) -> float:
+    wrong = total = 0
+    for images, labels in loader:
+        wrong += int((model(images.to(device)).argmax(1) != labels.to(device)).sum())
+        total += labels.numel()
+    return wrong / total
+
+
+def error_with_drop_at_inference(cfg, weights: dict, loader, method: str, retain_rate: float, repeats: int,
+                                 device: torch.device) -> list[float]:
+    """Test errors of ``repeats`` passes with ``method`` at ``retain_rate`` active in an eval-mode model."""
+    kwargs = dict(retain_rate=retain_rate)
+    if method == "selectout":
+        kwargs["top_rate"] = SELECTOUT_TOP_RATE
+    options = {} if cfg.model.get("shortcut") is None else {"shortcut": cfg.model.shortcut}
+    model = create_model(cfg.model.name, len(weights["fc.bias"]), drop=drop_factory(method, **kwargs), **options)
+    model = model.to(device)
+    model.load_state_dict(weights)
+    model.eval()
+    errors = []
+    with apply_at_inference(model):
+        for repeat in range(repeats):
+            torch.manual_seed(repeat)
+            errors.append(test_error(model, loader, device))
+    return errors
+
+
+def inference_drop_curves(run_dir: Path, data_root: str | None, repeats: int, device: str = "cpu") -> dict:
+    """{method: [(retain_rate, mean error, std error)]}, plus the clean error under key ``clean``."""
+    cfg, weights = load_trained_run(run_dir)
+    bundle = build_dataset(cfg.dataset.name, data_root or cfg.dataset.root, num_train=cfg.dataset.train_size,
+                           num_test=cfg.dataset.test_size, num_classes=cfg.dataset.num_classes)
+    _, loader = build_loaders(bundle, 256, seed=0, device=device)
+    curves = {"clean": error_with_drop_at_inference(cfg, weights, loader, "dropout", 1.0, 1, torch.device(device))}
+    for method in METHODS:
+        points = []
+        for rate in RETAIN_RATES:
+            errors = error_with_drop_at_inference(cfg, weights, loader, method, rate, repeats, torch.device(device))
+            points.append((rate, statistics.mean(errors), statistics.stdev(errors) if repeats > 1 else 0.0))
+        curves[method] = points
+    return curves
+
+
+def render(curves: dict, run_dir: Path, out: Path, label: str, notes: tuple[str, ...] = ()) -> list[Path]:
+    """results: ``fig3.md`` (the numbers) and ``fig3.png`` (the plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for method in METHODS:
+        rates, means, stds = zip(*curves[method], strict=True)
+        axes.errorbar(rates, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", capsize=2,
+                      label=method if method != "selectout" else f"selectout (top rate {SELECTOUT_TOP_RATE})")
+    axes.invert_xaxis()
+    axes.set(xlabel="retaining rate at inference", ylabel="test error (%)", title=label)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "fig3.png", dpi=150)
+    plt.close(figure)
+    lines = [f"# Figure 3: drops applied at inference to a network trained without drop ({label})", "",
+             f"- Run: `{run_dir}` (its config.yaml says how it was trained). Rendered by "
+             f"`python -m selectscale.figures fig3 {run_dir}`; clean test error {100 * curves['clean'][0]:.2f}%.",
+             "- Each cell: mean ± std of the test error (%) over the repeated random draws.",
+             *[f"- {note}" for note in notes], "",
+             "| retaining rate | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for index, rate in enumerate(RETAIN_RATES):
+        cells = [f"{100 * curves[m][index][1]:.2f} ± {100 * curves[m][index][2]:.2f}" for m in METHODS]
+        lines.append(f"| {rate} | " + " | ".join(cells) + " |")
+    (out / "fig3.md").write_text("\n".join(lines) + "\n")
+    return [out / "fig3.md", out / "fig3.png"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m selectscale.figures", description=__doc__.split("\n")[0])
+    parser.add_argument("figure", choices=["fig3"])
+    parser.add_argument("run_dir", type=Path, help="a finished run trained without drop")
+    parser.add_argument("--data", default=None, help="dataset.root, if it moved since training")
+    parser.add_argument("--repeats", type=int, default=3, help="random draws per retaining rate")
+    parser.add_argument("--label", default="", help="plot title, e.g. the data and schedule")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--note", action="append", default=[], help="a provenance line for fig3.md (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        curves = inference_drop_curves(args.run_dir, args.data, args.repeats)
+        for path in render(curves, args.run_dir, args.out, args.label or args.run_dir.name, tuple(args.note)):
+            print(f"wrote {path}")
+    except FigureError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
