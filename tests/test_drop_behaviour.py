@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+from drop_cases import DROP_ARGS
 from torch import nn
 
 from selectscale.drop import (
@@ -18,13 +19,7 @@ from selectscale.drop import (
     set_drop_strength,
 )
 
-ARGS = {
-    "dropout": dict(retain_rate=0.5),
-    "spatial_dropout": dict(retain_rate=0.5),
-    "spatial_scale": dict(retain_rate=0.2),
-    "selectout": dict(top_rate=0.5, retain_rate=0.6),
-    "selectscale": dict(top_rate=0.3, retain_rate=0.0),
-}
+ARGS = DROP_ARGS
 METHODS = list(ARGS)
 MAP_METHODS = [m for m in METHODS if m != "dropout"]  # one factor per (sample, channel)
 

@@ -2,18 +2,13 @@
 
 import pytest
 import torch
+from drop_cases import DROP_ARGS
 
 from selectscale.drop import build_drop, set_drop_strength
 
 pytestmark = pytest.mark.slow
 
-ARGS = {
-    "dropout": dict(retain_rate=0.5),
-    "spatial_dropout": dict(retain_rate=0.5),
-    "spatial_scale": dict(retain_rate=0.2),
-    "selectout": dict(top_rate=0.5, retain_rate=0.6),
-    "selectscale": dict(top_rate=0.3, retain_rate=0.0),
-}
+ARGS = DROP_ARGS
 
 
 @pytest.fixture(autouse=True)
