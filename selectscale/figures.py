@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from selectscale.data import build_dataset, build_loaders
+from selectscale.data import DeviceLoader, build_dataset
 from selectscale.drop import apply_at_inference, drop_factory
 from selectscale.engine.checkpoint import load_checkpoint
 from selectscale.models import create_model
@@ -72,9 +72,12 @@ def error_with_drop_at_inference(cfg, weights: dict, loader, method: str, retain
 def inference_drop_curves(run_dir: Path, data_root: str | None, repeats: int, device: str = "cpu") -> dict:
     """{method: [(retain_rate, mean error, std error)]}, plus the clean error under key ``clean``."""
     cfg, weights = load_trained_run(run_dir)
+    if cfg.dataset.name == "imagenet":
+        raise FigureError(f"{run_dir} is an ImageNet run; Figure 3 is a CIFAR experiment (WRN-20-4 on CIFAR-10)")
     bundle = build_dataset(cfg.dataset.name, data_root or cfg.dataset.root, num_train=cfg.dataset.train_size,
                            num_test=cfg.dataset.test_size, num_classes=cfg.dataset.num_classes)
-    _, loader = build_loaders(bundle, 256, seed=0, device=device)
+    loader = DeviceLoader(bundle.test.images, bundle.test.labels, 256, train=False, seed=0, mean=bundle.mean,
+                          std=bundle.std, device=device)  # every test image once, no augmentation
     curves = {"clean": error_with_drop_at_inference(cfg, weights, loader, "dropout", 1.0, 1, torch.device(device))}
     for method in METHODS:
         points = []
