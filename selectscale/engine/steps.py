@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selectscale.drop import set_drop_strength
+from selectscale.drop import drop_layers
 
 from .distributed import sum_across_ranks
 from .records import progress_bar
@@ -34,6 +34,10 @@ class StepContext:
     show_progress: bool
     preemption: object  # PreemptionFlag
     global_step: int = 0
+    last_strength: float | None = None  # strength last written to the drop layers
+
+    def __post_init__(self) -> None:
+        self.drop_layers = list(drop_layers(self.drop_target))  # found once, not every step
 
 
 def autocast(cfg, device: torch.device):
@@ -49,7 +53,10 @@ def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr
     strength = drop_strength(ctx.cfg.curriculum, progress, epochs)
-    set_drop_strength(ctx.drop_target, strength)
+    if strength != ctx.last_strength:  # constant without a curriculum: no write (a kernel per layer) per step
+        for layer in ctx.drop_layers:
+            layer.strength = strength
+        ctx.last_strength = strength
     return lr, strength
 
 
