@@ -8,7 +8,8 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables fig3 fig3-report
+.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
+	cam-report
 
 help: ## Show this help
 	@echo "usage: make <target>"
@@ -53,16 +54,16 @@ EPOCHS ?=
 DATA ?=
 LAUNCHER ?=
 RUNS ?= runs
-TABLES := table1 table2 table3 table4
+TABLES := table1 table2 table3 table4 fig4
 TABLE_REPORTS := $(addsuffix -report,$(TABLES))
 .PHONY: $(TABLES) $(TABLE_REPORTS)
 EXPERIMENT_ARGS = --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER))
 
-table1 table2 table3 table4: $(INSTALLED) ## Train (or resume) every run of a paper table, then render results/<table>.md
+table1 table2 table3 table4 fig4: $(INSTALLED) ## Train (or resume) every run of a paper table (or Figure 4's sweeps), then render results/<name>.*
 	$(PY) -m selectscale.experiments run $@ $(EXPERIMENT_ARGS)
 
-table1-report table2-report table3-report table4-report: $(INSTALLED) ## Render results/<table>.md and .tex from existing runs only
+table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED) ## Render results/<name>.md, .tex (fig4: .png) from existing runs only
 	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS)
 
 FIG3_RUN = $(RUNS)/fig3/base
@@ -74,12 +75,32 @@ fig3: $(INSTALLED) ## Figure 3: train WRN-20-4 without drop (or resume), then dr
 fig3-report: $(INSTALLED) ## Figure 3 from the existing run only
 	$(PY) -m selectscale.figures fig3 $(FIG3_RUN) --repeats 3
 
+# Figures 1 and 5 (class activation maps): Table 4's no-drop and SelectScale runs, seed 0, with CAM_SNAPSHOTS
+# weight snapshots over training (Figure 1 uses the no-drop run's). CAM_RUNS: any runs to compare instead.
+CAM_SNAPSHOTS ?= 6
+CAM_RUNS ?= $(RUNS)/table4/none/seed0 $(RUNS)/table4/selectscale/seed0
+CAM_LABELS ?= no drop,SelectScale
+CAM_OUT ?= results
+CAM_ARGS ?=
+cam: $(INSTALLED) ## Figures 1 and 5: train (or resume) Table 4's no-drop and SelectScale runs (seed 0), then CAMs
+	$(PY) -m selectscale.experiments run table4 --rows none,selectscale --seeds 1 --snapshots $(CAM_SNAPSHOTS) \
+	  --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
+	  $(CAM_ARGS)
+	$(MAKE) --no-print-directory cam-report
+
+cam-report: $(INSTALLED) ## Figures 1 and 5 from existing runs only -> results/cam.png, cam_epochs.png (+ .md)
+	$(PY) -m selectscale.figures cam $(CAM_RUNS) --labels "$(CAM_LABELS)" --out $(CAM_OUT)
+	$(PY) -m selectscale.figures cam $(firstword $(CAM_RUNS)) --snapshots --name cam_epochs --out $(CAM_OUT)
+
 SMOKE_DIR := .smoke
-smoke-tables: $(INSTALLED) ## Every table and Figure 3 end to end on tiny synthetic data, 1 seed, 1 epoch, CPU
+SMOKE_TRAIN := dataset=synthetic dataset.train_size=64 dataset.test_size=64 trainer.batch_size=32 trainer.device=cpu \
+	trainer.progress_bar=false
+smoke-tables: $(INSTALLED) ## Every table and figure end to end on tiny synthetic data, 1 seed, 1 epoch, CPU
 	$(PY) -m selectscale.experiments smoke $(TABLES)
-	rm -rf $(SMOKE_DIR) && $(PY) train.py dataset=synthetic dataset.train_size=64 dataset.test_size=64 \
-	  trainer.batch_size=32 trainer.epochs=1 model=wrn20_4 drop=none trainer.device=cpu trainer.progress_bar=false \
-	  output_dir=$(SMOKE_DIR)/fig3/base
+	rm -rf $(SMOKE_DIR) && $(MAKE) --no-print-directory cam RUNS=$(SMOKE_DIR)/runs EPOCHS=2 CAM_SNAPSHOTS=2 \
+	  CAM_OUT=$(SMOKE_DIR)/results CAM_ARGS="$(SMOKE_TRAIN) trainer.max_steps_per_epoch=1"
+	test -s $(SMOKE_DIR)/results/cam.png && test -s $(SMOKE_DIR)/results/cam_epochs.md
+	$(PY) train.py $(SMOKE_TRAIN) trainer.epochs=1 model=wrn20_4 drop=none output_dir=$(SMOKE_DIR)/fig3/base
 	$(PY) -m selectscale.figures fig3 $(SMOKE_DIR)/fig3/base --repeats 1 --out $(SMOKE_DIR)/results
 	test -s $(SMOKE_DIR)/results/fig3.png && test -s $(SMOKE_DIR)/results/fig3.md && rm -rf $(SMOKE_DIR)
 

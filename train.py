@@ -7,11 +7,12 @@ Hydra composes configs/ (see `python train.py --help`, `--cfg job` prints the re
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from selectscale.cli import KNOWN_FAILURES, final_summary, remove_if_empty, report_failure
+from selectscale.cli import KNOWN_FAILURES, composition_error, final_summary, remove_if_empty, report_failure
 from selectscale.engine import fit, register_configs
 from selectscale.engine.rundir import resolve_run_dir
 
@@ -30,6 +31,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    problem = composition_error(sys.argv[1:], Path(__file__).resolve().parent / "configs")
+    if problem:  # Hydra's own report of this is several lines with exit status 1
+        sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     if "--cfg" in sys.argv and "--resolve" not in sys.argv:
         sys.argv.append("--resolve")  # print the recipe with every value worked out
     main()

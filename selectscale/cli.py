@@ -58,3 +58,99 @@ def final_summary(result: dict, run_dir) -> str:
     return (f"final test error (last epoch {result['epochs_completed']}): top-1 {top1:.2f}%, "
             f"top-5 {100 * result['test_top5_error']:.2f}% on {data['test_size']} {data['name']} test images "
             f"({official})\nrun directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir}/tensorboard")
+
+
+# Hydra command-line flags: those after which nothing is composed as usual (skip the check), and those
+# that take a value (skip the value).
+_UNCHECKED_FLAGS = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-h", "--help",
+                    "--hydra-help", "-i", "--info", "-sc", "--shell-completion", "--experimental-rerun", "--version"}
+_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package"}
+_MAX_COMPOSITIONS = 64
+
+
+def config_overrides(argv: list[str]) -> list[str] | None:
+    """The ``key=value`` overrides of a train.py command line (Hydra's own left out), or None to skip."""
+    overrides, skip_next = [], False
+    for argument in argv:
+        if skip_next:
+            skip_next = False
+        elif argument.split("=")[0] in _UNCHECKED_FLAGS:
+            return None
+        elif argument in _FLAGS_WITH_VALUE:
+            skip_next = True
+        elif not argument.startswith("-") and not argument.lstrip("+~").startswith(("hydra.", "hydra/")):
+            overrides.append(argument)
+    return overrides
+
+
+def _explain(error: Exception, override: str) -> str:
+    """Hydra's multi-line composition error as one line naming the override and what is allowed."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text, cause = str(error), error.__cause__
+    if isinstance(error, MissingConfigException) and "Available options" in text:
+        group = text.split("Could not find '")[1].split("'")[0].split("/")[0]
+        listing = text.split("Available options")[1].split("Config search path")[0]
+        options = [line.strip() for line in listing.splitlines()[1:] if line.startswith("\t")]
+        return f"{override}: no such option in configs/{group}/; choose one of {', '.join(options)}"
+    if isinstance(error, OverrideParseException):
+        return (f"{override}: cannot parse it ({text.splitlines()[0]}); see "
+                "https://hydra.cc/docs/advanced/override_grammar/basic/")
+    if cause is not None and "not in" in str(cause):
+        key = override.lstrip("+~").split("=")[0]
+        return (f"{override}: there is no key {key!r} ({str(cause).splitlines()[0]}); check the spelling, "
+                "`python train.py --cfg job` lists every key")
+    detail = str(cause).splitlines()[0] if cause is not None else text.splitlines()[0]
+    return f"{override}: {detail}"
+
+
+def _variants(overrides: list[str]) -> list[tuple[list[str], str]]:
+    """Concrete override lists covering every value of every sweep once: (overrides, the one varied)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+             else o.input_line for o in parsed]
+    variants = [(first, "")]
+    for index, override in enumerate(parsed):
+        if override.is_sweep_override():
+            for value in list(override.sweep_string_iterator())[1:]:
+                concrete = f"{override.get_key_element()}={value}"
+                variants.append(([*first[:index], concrete, *first[index + 1:]], concrete))
+    return variants[:_MAX_COMPOSITIONS]
+
+
+def composition_error(argv: list[str], config_dir: Path, config_name: str = "train") -> str | None:
+    """One line saying why Hydra cannot compose train.py's config from ``argv``, or None when it can.
+
+    Hydra itself reports such errors over several lines with exit status 1 (and in a multirun only when
+    the bad job's turn comes); this check runs first so that train.py fails at once, on one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = config_overrides(argv)
+    if not overrides:
+        return None
+    for override in overrides:  # a syntax error names its own override
+        try:
+            _variants([override])
+        except OverrideParseException as error:
+            return _explain(error, override)
+    for variant, varied in _variants(overrides):
+        try:
+            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+                compose(config_name=config_name, overrides=variant)
+        except (HydraException, OmegaConfBaseException) as error:
+            return _explain(error, varied or _culprit(error, variant))
+    return None
+
+
+def _culprit(error: Exception, overrides: list[str]) -> str:
+    """The override a composition error is about (Hydra names its key or group in the message)."""
+    text = f"{error} {error.__cause__}"
+    for override in overrides:
+        key = override.lstrip("+~").split("=")[0]
+        if f"'{key}'" in text or f"{key}/" in text or f"full_key: {key}" in text or f"override {override}" in text:
+            return override
+    return " ".join(overrides)

@@ -1,12 +1,13 @@
-"""Run and report the paper's tables: ``python -m selectscale.experiments {run,report,smoke} NAME``.
+"""Run and report the paper's tables and sweeps: ``python -m selectscale.experiments {run,report,smoke} NAME``.
 
-A table is a file ``configs/experiment/NAME.yaml``: a title, the paper's epochs, the overrides common to
-every row, and one row per cell (its ``train.py`` overrides and the paper's value). ``run`` trains every
-row for every seed as one Hydra multirun per row (so ``--launcher joblib`` or ``submitit_slurm`` run them
-in parallel or on a cluster), into ``RUNS/NAME/<row>/seed<k>/``, with ``trainer.resume=auto``: finished
-runs are skipped and interrupted ones continue. ``report`` renders ``results/NAME.md`` and ``.tex`` from
-whatever runs exist, flagging missing seeds, shortened schedules and unofficial data, and never averaging
-incomplete runs or different settings. ``smoke`` runs a table end to end on tiny synthetic data.
+A table (or Figure 4's sweep) is a file ``configs/experiment/NAME.yaml``: a title, the paper's epochs, the
+overrides common to every row, and one row per cell (its ``train.py`` overrides and the paper's value); a
+sweep's ``sweeps`` expand into one row per value. ``run`` trains every row for every seed as one Hydra
+multirun per row (so ``--launcher joblib`` or ``submitit_slurm`` run them in parallel or on a cluster), into
+``RUNS/NAME/<row>/seed<k>/``, with ``trainer.resume=auto``: finished runs are skipped and interrupted ones
+continue. ``report`` renders ``results/NAME.md`` and ``.tex`` (and a sweep's ``NAME.png``) from whatever
+runs exist, flagging missing seeds, shortened schedules and unofficial data, and never averaging incomplete
+runs or different settings. ``smoke`` runs a table end to end on tiny synthetic data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -25,9 +26,12 @@ from selectscale.report import collect, group, render_latex, render_markdown
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "configs" / "experiment"
 TABLES = ("table1", "table2", "table3", "table4")
+FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
+NAMES = TABLES + FIGURES
 # Smoke runs: the whole pipeline on 64 synthetic images, one optimizer step, on the CPU.
 SMOKE_OVERRIDES = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=64", "trainer.batch_size=32",
                    "trainer.max_steps_per_epoch=1", "trainer.device=cpu", "trainer.progress_bar=false"]
+SMOKE_SWEEP_POINTS = 2  # smoke runs keep the first two values of each sweep
 
 
 class ExperimentError(ValueError):
@@ -40,6 +44,9 @@ class Row:
     overrides: tuple[str, ...]
     paper: str
     paper_epochs: int | None
+    paper_top5: str | None = None
+    reference: str | None = None  # a sweep figure's horizontal line (e.g. "no drop")
+    points: tuple[tuple[str, float], ...] = ()  # a sweep figure's (panel, x) positions of this row
 
 
 @dataclass(frozen=True)
@@ -48,41 +55,88 @@ class Table:
     title: str
     group_by: tuple[str, ...]
     rows: tuple[Row, ...]
+    top5: bool = False
+    panels: tuple[tuple[str, str], ...] = ()  # a sweep figure's (panel title, swept key)
 
 
-def load_table(name: str) -> Table:
-    """The table spec ``configs/experiment/NAME.yaml``."""
+def _row(spec: dict, row: dict) -> Row:
+    overrides = [*spec.get("common", [])]
+    overrides += [f"{key}={row[key]}" for key in ("model", "drop") if key in row]
+    if "epochs" in row:
+        overrides.append(f"trainer.epochs={row['epochs']}")
+    overrides += row.get("overrides", [])
+    label = row.get("label") or "-".join(str(row[key]) for key in ("model", "drop") if key in row)
+    return Row(label, tuple(overrides), row["paper"], row.get("epochs", spec.get("paper_epochs")),
+               row.get("paper_top5"), row.get("reference"))
+
+
+def _sweep_rows(spec: dict, sweep_points: int | None) -> list[Row]:
+    """One row per swept value; a setting in several sweeps is one row (trained once) with several points."""
+    rows: dict[str, Row] = {}
+    for sweep in spec.get("sweeps", []):
+        values = sweep["values"] if sweep_points is None else sweep["values"][:sweep_points]
+        for value in values:
+            overrides = [*sweep.get("overrides", []), f"{sweep['key']}={value}"]
+            settings = dict(item.split("=", 1) for item in overrides)
+            ordered = sorted(settings, key=lambda key: (key != "drop.top_rate", key))  # top rate first
+            label = sweep["drop"] + "".join(f"-{key.split('.')[-1].removesuffix('_rate')}{settings[key]}"
+                                            for key in ordered)
+            point = (sweep["panel"], float(value))
+            if label in rows:
+                rows[label] = replace(rows[label], points=(*rows[label].points, point))
+            else:
+                row = _row(spec, {"label": label, "drop": sweep["drop"], "overrides": overrides,
+                                  "paper": "figure only"})
+                rows[label] = replace(row, points=(point,))
+    return list(rows.values())
+
+
+def load_table(name: str, sweep_points: int | None = None) -> Table:
+    """The spec ``configs/experiment/NAME.yaml``; ``sweep_points`` keeps the first values of each sweep."""
     path = EXPERIMENTS / f"{name}.yaml"
-    if name not in TABLES or not path.is_file():
-        raise ExperimentError(f"experiment {name!r} is not known: use one of {', '.join(TABLES)}")
+    if name not in NAMES or not path.is_file():
+        raise ExperimentError(f"experiment {name!r} is not known: use one of {', '.join(NAMES)}")
     spec = OmegaConf.to_container(OmegaConf.load(path))
-    rows = []
-    for row in spec["rows"]:
-        overrides = [*spec.get("common", [])]
-        overrides += [f"{key}={row[key]}" for key in ("model", "drop") if key in row]
-        if "epochs" in row:
-            overrides.append(f"trainer.epochs={row['epochs']}")
-        overrides += row.get("overrides", [])
-        label = row.get("label") or "-".join(str(row[key]) for key in ("model", "drop") if key in row)
-        rows.append(Row(label, tuple(overrides), row["paper"], row.get("epochs", spec.get("paper_epochs"))))
-    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows))
+    rows = [_row(spec, row) for row in spec["rows"]] + _sweep_rows(spec, sweep_points)
+    panels = tuple((sweep["panel"], sweep["key"]) for sweep in spec.get("sweeps", []))
+    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels)
+
+
+def snapshot_epochs(count: int, epochs: int) -> list[int]:
+    """``count`` epochs spread evenly over a run of ``epochs`` (the last included), for CAMs over training."""
+    return sorted({max(1, round(epochs * (index + 1) / count)) for index in range(count)})
 
 
 def row_command(row: Row, run_dir: Path, seeds: int, epochs: int | None, data: str | None,
-                launcher: str | None, extra: list[str]) -> list[str]:
-    """One Hydra multirun over the seeds of one row."""
+                launcher: str | None, extra: list[str], snapshots: int = 0) -> list[str]:
+    """One Hydra multirun over the seeds of one row; ``snapshots`` > 0 keeps that many weight snapshots."""
     command = [sys.executable, str(REPO / "train.py"), "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
                f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=seed${seed}", "trainer.resume=auto"]
     command += [f"trainer.epochs={epochs}"] if epochs else []
     command += [f"dataset.root={data}"] if data else []
     command += [f"hydra/launcher={launcher}"] if launcher else []
+    if snapshots:
+        epochs_in_run = epochs or row.paper_epochs or 200
+        command.append(f"trainer.snapshot_epochs=[{','.join(map(str, snapshot_epochs(snapshots, epochs_in_run)))}]")
     return command + extra
 
 
+def select_rows(table: Table, labels: str | None) -> Table:
+    """The table with only the rows named in ``labels`` (comma-separated), or all of them."""
+    if labels is None:
+        return table
+    wanted = labels.split(",")
+    unknown = [label for label in wanted if label not in {row.label for row in table.rows}]
+    if unknown:
+        raise ExperimentError(f"--rows {','.join(unknown)}: no such row in {table.name}; its rows are "
+                              f"{', '.join(row.label for row in table.rows)}")
+    return replace(table, rows=tuple(row for row in table.rows if row.label in wanted))
+
+
 def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, launcher: str | None,
-              extra: list[str]) -> None:
+              extra: list[str], snapshots: int = 0) -> None:
     for row in table.rows:
-        command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra)
+        command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra, snapshots)
         print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
         done = subprocess.run(command, cwd=REPO)
         if done.returncode != 0:
@@ -92,7 +146,7 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
 
 def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
     """Render ``out/NAME.md`` and ``out/NAME.tex`` from the runs under ``runs/NAME``."""
-    groups, paper, skipped = [], {}, []
+    groups, paper, paper_top5, skipped = [], {}, {}, []
     for row in table.rows:
         row_dir = runs / table.name / row.label
         if not row_dir.is_dir():
@@ -104,7 +158,7 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
             # epochs), and each must keep its own paper value.
             found.by, found.key = ("row", *found.by), (row.label, *found.key)
             groups.append(found)
-            paper[found.key] = row.paper
+            paper[found.key], paper_top5[found.key] = row.paper, row.paper_top5
     if not groups:
         raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
                               f"first (or pass RUNS=<folder> where they are)")
@@ -115,7 +169,12 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
     outputs = [out / f"{table.name}.md", out / f"{table.name}.tex"]
     for path, render in zip(outputs, (render_markdown, render_latex), strict=True):
         path.write_text(render(groups, paper=paper, expected_seeds=seeds, title=table.title,
-                               provenance_lines=provenance, skipped=skipped))
+                               provenance_lines=provenance, skipped=skipped,
+                               paper_top5=paper_top5 if table.top5 else None))
+    if table.panels:
+        from selectscale.figures.fig4 import plot_sweeps
+
+        outputs.append(plot_sweeps(table, groups, out / f"{table.name}.png"))
     return outputs
 
 
@@ -124,10 +183,10 @@ def smoke(names: list[str], keep: Path | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         base = keep or Path(scratch)
         for name in names:
-            table = load_table(name)
+            table = load_table(name, sweep_points=SMOKE_SWEEP_POINTS)
             run_table(table, base / "runs", 1, 1, None, None, SMOKE_OVERRIDES)
             outputs = report_table(table, base / "runs", base / "results", 1)
-            missing = [p for p in outputs if not p.is_file() or not p.read_text().strip()]
+            missing = [p for p in outputs if not p.is_file() or p.stat().st_size == 0]
             if missing:
                 raise ExperimentError(f"smoke {name}: {', '.join(map(str, missing))} not produced")
             print(f"[smoke] {name}: {', '.join(str(p) for p in outputs)}", flush=True)
@@ -136,7 +195,7 @@ def smoke(names: list[str], keep: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m selectscale.experiments", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["run", "report", "smoke"])
-    parser.add_argument("names", nargs="+", help=f"tables: {', '.join(TABLES)}")
+    parser.add_argument("names", nargs="+", help=f"tables and sweep figures: {', '.join(NAMES)}")
     parser.add_argument("--seeds", type=int, default=5, help="runs per row (the paper: 5)")
     parser.add_argument("--epochs", type=int, default=None, help="shorten every row to this many epochs")
     parser.add_argument("--data", default=None, help="dataset.root for every run")
@@ -144,16 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where run directories live")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="where tables are written")
     parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
+    parser.add_argument("--rows", default=None, help="run: only these rows (comma-separated labels); no report")
+    parser.add_argument("--snapshots", type=int, default=0, help="run: keep this many weight snapshots per run")
     args, extra = parser.parse_known_args(argv)
     try:
         if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
             raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")
-        tables = [load_table(name) for name in args.names]
+        if args.snapshots < 0:
+            raise ExperimentError(f"--snapshots={args.snapshots} must be >= 0")
+        tables = [select_rows(load_table(name), args.rows) for name in args.names]
         if args.action == "smoke":
             smoke(args.names, args.keep)
         for table in tables if args.action != "smoke" else []:
             if args.action == "run":
-                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra)
+                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots)
+            if args.rows is not None:
+                continue  # a partial table is not rendered over the full one
             for path in report_table(table, args.runs, args.out, args.seeds):
                 print(f"wrote {path}")
     except ExperimentError as error:

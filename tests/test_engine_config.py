@@ -82,6 +82,8 @@ BAD = [
     (["curriculum=linear", "curriculum.ramp_fraction=0"], "curriculum.ramp_fraction=0"),
     (["trainer.resume=yes"], "trainer.resume='yes'"),
     (["trainer.device=tpu"], "trainer.device='tpu'"),
+    (["trainer.epochs=2", "trainer.snapshot_epochs=[5]"], "trainer.snapshot_epochs=[5]"),
+    (["trainer.snapshot_epochs=[20,10]"], "strictly increasing within 1..200"),
 ]
 
 

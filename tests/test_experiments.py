@@ -7,14 +7,22 @@ from hydra import compose, initialize_config_dir
 from report_fixtures import make_result, write_run
 
 from selectscale.engine import register_configs, validate
-from selectscale.experiments import TABLES, ExperimentError, load_table, main, report_table, row_command
+from selectscale.experiments import (
+    NAMES,
+    ExperimentError,
+    load_table,
+    main,
+    report_table,
+    row_command,
+    snapshot_epochs,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 register_configs()
-PAPER_ROWS = {"table1": 15, "table2": 15, "table3": 7, "table4": 4}
+PAPER_ROWS = {"table1": 15, "table2": 15, "table3": 7, "table4": 4, "fig4": 19}  # fig4: 2 lines + 8 + 10 - 1 shared
 
 
-@pytest.mark.parametrize("name", TABLES)
+@pytest.mark.parametrize("name", NAMES)
 def test_every_row_of_every_table_composes_and_validates(name, tmp_path):
     table = load_table(name)
     assert len(table.rows) == PAPER_ROWS[name] and len({row.label for row in table.rows}) == len(table.rows)
@@ -53,7 +61,7 @@ def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
 
 def test_unknown_table_is_refused(capsys):
     assert main(["run", "table9"]) == 2
-    assert "table1, table2, table3, table4" in capsys.readouterr().err
+    assert "table1, table2, table3, table4, fig4" in capsys.readouterr().err
 
 
 def test_rows_that_coincide_once_shortened_keep_their_own_paper_values(tmp_path):
@@ -72,3 +80,77 @@ def test_rows_that_coincide_once_shortened_keep_their_own_paper_values(tmp_path)
     row_600 = next(line for line in lines if line.startswith("| cos600-none |"))
     assert "| 4.07 |" in row_200 and "| 3.51 |" in row_600
     assert "5.50 ± 0.71 (2)" in row_200 and "2 of 5 seeds" in row_200 and "shortened 20/600" in row_600
+
+
+def _fig4_result(seed: int, top1: float, drop: str, top_rate, retain_rate) -> dict:
+    return make_result(seed=seed, top1=top1, **{
+        "config.model.name": "wrn20_8", "config.drop.name": drop, "config.drop.top_rate": top_rate,
+        "config.drop.retain_rate": retain_rate, "dataset.name": "cifar100", "config.dataset.name": "cifar100"})
+
+
+def test_figure4_sweeps_expand_into_rows_and_share_the_common_point():
+    table = load_table("fig4")
+    rows = {row.label: row for row in table.rows}
+    shared = rows["selectscale-top0.2-retain0.0"]
+    assert {panel for panel, _ in shared.points} == {panel for panel, _ in table.panels}  # trained once, in both
+    assert dict(shared.points)["(a) top rate, retaining rate 0"] == 0.2
+    assert dict(shared.points)["(b) retaining rate, top rate 0.2"] == 0.0
+    assert "drop.top_rate=0.05" in rows["selectscale-top0.05-retain0.0"].overrides
+    assert rows["none"].reference == "no drop" and rows["spatial_scale"].paper.startswith("19.50")
+    assert len(load_table("fig4", sweep_points=2).rows) == 6  # smoke: 2 lines + the first two values of each sweep
+
+
+def test_figure4_report_renders_a_table_and_a_plot_of_the_seed_means(tmp_path):
+    runs = tmp_path / "fig4"
+    write_run(runs / "none", "seed0", _fig4_result(0, 0.21, "none", None, None))
+    write_run(runs / "none", "seed1", _fig4_result(1, 0.22, "none", None, None))
+    write_run(runs / "selectscale-top0.2-retain0.0", "seed0", _fig4_result(0, 0.19, "selectscale", 0.2, 0.0))
+    write_run(runs / "selectscale-top0.2-retain0.0", "seed1", _fig4_result(1, 0.17, "selectscale", 0.2, 0.0))
+    write_run(runs / "selectscale-top0.05-retain0.0", "seed0", _fig4_result(0, 0.20, "selectscale", 0.05, 0.0))
+    outputs = report_table(load_table("fig4"), tmp_path, tmp_path / "out", seeds=2)
+    assert [p.name for p in outputs] == ["fig4.md", "fig4.tex", "fig4.png"] and outputs[2].stat().st_size > 5000
+    markdown = outputs[0].read_text()
+    assert "| selectscale-top0.2-retain0.0 | selectscale | 0.2 | 0.0 | 18.00 ± 1.41 (2) | figure only |" in markdown
+    assert "1 of 2 seeds" in markdown  # the 0.05 point has one run
+    from selectscale.figures.fig4 import panel_points, reference_lines
+
+    table = load_table("fig4")
+    from selectscale.report import collect, group
+
+    groups = []
+    for label in ("none", "selectscale-top0.2-retain0.0"):
+        for found in group(collect([runs / label]).rows, by=table.group_by):
+            found.key = (label, *found.key)
+            groups.append(found)
+    points = panel_points(table, groups)
+    assert points["(a) top rate, retaining rate 0"] == [(0.2, pytest.approx(18.0), pytest.approx(1.41421, 1e-4), 2)]
+    assert reference_lines(table, groups) == [("no drop", pytest.approx(21.5), pytest.approx(0.70711, 1e-4), 2)]
+
+
+def test_table4_shows_measured_and_paper_top5_columns(tmp_path):
+    result = make_result(seed=0, top1=0.24, **{"config.model.name": "resnet50", "config.drop.name": "none",
+                                                "config.drop.top_rate": None, "config.drop.retain_rate": None,
+                                                "test_top5_error": 0.0712, "config.trainer.epochs": 105})
+    write_run(tmp_path / "table4" / "none", "seed0", result)
+    markdown, _ = report_table(load_table("table4"), tmp_path, tmp_path / "out", seeds=1)
+    text = markdown.read_text()
+    assert "paper top-1 (%) | measured top-5 (%) mean ± std (n) | paper top-5 (%)" in text
+    assert "| 24.00 (1) | 23.89 | 7.12 (1) | 7.06 |" in text
+
+
+def test_rows_filter_runs_only_those_rows_and_renders_no_partial_table(tmp_path, monkeypatch):
+    import selectscale.experiments as experiments
+
+    ran = []
+    monkeypatch.setattr(experiments, "run_table", lambda table, *args: ran.extend(r.label for r in table.rows))
+    assert main(["run", "table4", "--rows", "none,selectscale", "--runs", str(tmp_path), "--out",
+                 str(tmp_path / "out")]) == 0
+    assert ran == ["none", "selectscale"] and not (tmp_path / "out").exists()
+    assert main(["run", "table4", "--rows", "nonsense", "--runs", str(tmp_path)]) == 2
+
+
+def test_snapshot_epochs_are_spread_over_the_run_and_reach_the_command(tmp_path):
+    assert snapshot_epochs(6, 105) == [18, 35, 52, 70, 88, 105]
+    assert snapshot_epochs(3, 2) == [1, 2]
+    command = row_command(load_table("table4").rows[0], tmp_path, 1, 2, None, None, [], snapshots=2)
+    assert command[-1] == "trainer.snapshot_epochs=[1,2]"

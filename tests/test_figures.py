@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from selectscale import figures
 from selectscale.engine import fit, register_configs
+from selectscale.figures import fig3
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 register_configs()
@@ -25,16 +26,16 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def test_curves_start_at_the_clean_error_and_render(trained_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "RETAIN_RATES", (1.0, 0.6))
-    curves = figures.inference_drop_curves(trained_run, None, repeats=2)
+    monkeypatch.setattr(fig3, "RETAIN_RATES", (1.0, 0.6))
+    curves = fig3.inference_drop_curves(trained_run, None, repeats=2)
     clean = curves["clean"][0]
-    for method in figures.METHODS:
+    for method in fig3.METHODS:
         (rate_one, mean_one, std_one), (rate_low, mean_low, _) = curves[method]
         assert (rate_one, mean_one, std_one) == (1.0, clean, 0.0)  # retain 1 is no drop at all
         assert rate_low == 0.6 and 0.0 <= mean_low <= 1.0
     # Dropping 40% of the maps, the most important ones first, must hurt the trained network.
     assert curves["selectout"][1][1] > clean
-    outputs = figures.render(curves, trained_run, tmp_path / "out", "test")
+    outputs = fig3.render(curves, trained_run, tmp_path / "out", "test")
     assert [p.name for p in outputs] == ["fig3.md", "fig3.png"] and outputs[1].stat().st_size > 1000
     assert "| 0.6 |" in outputs[0].read_text()
 

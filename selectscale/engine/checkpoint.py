@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+SNAPSHOTS = "snapshots"
 
 
 class CheckpointError(RuntimeError):
@@ -94,6 +95,39 @@ def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> 
         except Exception as error:  # noqa: BLE001  (a pickle with code or a foreign file: refuse it)
             log.warning("checkpoint %s could not be loaded safely (%s); ignoring it", path, error)
     return None
+
+
+def save_snapshot(weights: dict, run_dir: Path, epoch: int) -> Path:
+    """Keep a model's weights after ``epoch`` as ``snapshots/epoch_NNNN.pt`` (atomic, with a checksum)."""
+    path = run_dir / SNAPSHOTS / f"epoch_{epoch:04d}.pt"
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        _atomic_write(path, buffer.getvalue())
+        _atomic_write(_sidecar(path), hashlib.sha256(buffer.getvalue()).hexdigest().encode())
+    except OSError as error:
+        raise CheckpointError(f"could not write the snapshot {path}: {error.strerror or error}; free disk space "
+                              "or fix permissions, then resume with trainer.resume=auto") from error
+    return path
+
+
+def list_snapshots(run_dir: Path) -> dict[int, Path]:
+    """{epoch: path} of the verified weight snapshots of a run; damaged ones are left out with a warning."""
+    found = {}
+    for path in sorted((run_dir / SNAPSHOTS).glob("epoch_*.pt")):
+        if _is_valid(path):
+            found[int(path.stem.split("_")[1])] = path
+        else:
+            log.warning("snapshot %s is damaged or has no matching checksum; ignoring it", path)
+    return found
+
+
+def load_weights(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """A verified snapshot's weights (weights-only unpickling)."""
+    if not _is_valid(path):
+        raise CheckpointError(f"{path} is damaged or has no matching .sha256 checksum; it is not loaded")
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def has_checkpoint_files(run_dir: Path) -> bool:

@@ -88,6 +88,7 @@ class TrainerConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume on CPU
     eval_every: int = 1  # epochs; the last epoch is always evaluated
     checkpoint_every: int = 1  # epochs; the last epoch always writes one
+    snapshot_epochs: list[int] = field(default_factory=list)  # keep the weights after these epochs (Figure 1)
     resume: str = "never"  # never | auto (continue the run directory from its last checkpoint)
     dist_timeout_s: int = 600  # a collective that waits longer fails the job instead of hanging
     progress_bar: bool = True  # tqdm on an interactive terminal, rank 0 only
@@ -190,6 +191,9 @@ def validate_trainer(trainer: DictConfig, world_size: int) -> None:
     for key in ("eval_every", "checkpoint_every", "dist_timeout_s"):
         if trainer[key] < 1:
             _fail(f"trainer.{key}", trainer[key], "it must be >= 1")
+    snapshots = list(trainer.snapshot_epochs)
+    if any(not 1 <= epoch <= trainer.epochs for epoch in snapshots) or snapshots != sorted(set(snapshots)):
+        _fail("trainer.snapshot_epochs", snapshots, f"epochs strictly increasing within 1..{trainer.epochs}")
     if trainer.max_steps_per_epoch is not None and trainer.max_steps_per_epoch < 1:
         _fail("trainer.max_steps_per_epoch", trainer.max_steps_per_epoch, "it must be >= 1 or null")
     device = trainer.device

@@ -20,7 +20,7 @@ from selectscale.drop import drop_factory
 from selectscale.models import create_model
 
 from . import distributed, rundir
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .config import ConfigError, validate
 from .data_setup import build_data
 from .records import MetricsLogger, read_metrics, truncate_metrics
@@ -188,6 +188,8 @@ class Trainer:
         record.update(images_per_second=totals[2] / seconds, seconds=seconds)
         self.epoch, self.next_batch = self.epoch + 1, 0
         logger.log_epoch(record)
+        if self.ctx.is_main and self.epoch in cfg.trainer.snapshot_epochs:
+            save_snapshot(self.model.state_dict(), self.run_dir, self.epoch)
         if last or self.epoch % cfg.trainer.checkpoint_every == 0:
             self.save()
         if not last and self.ctx.is_main:

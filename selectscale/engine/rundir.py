@@ -26,6 +26,7 @@ CONFIG_FILE = "config.yaml"
 RESUMABLE_DIFFERENCES = {
     "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
     "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile",
+    "trainer.snapshot_epochs",
 }
 
 

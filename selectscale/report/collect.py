@@ -23,6 +23,7 @@ from ..engine.results import RESULT_FILE, SCHEMA_VERSION
 KEYS_OUTSIDE_SETTING = frozenset({
     "seed", "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.device",
     "trainer.progress_bar", "trainer.resume", "trainer.dist_timeout_s", "trainer.compile",
+    "trainer.snapshot_epochs",
 })
 
 # Dotted paths every usable result.json must hold (the value may be null only where noted in _check_values).

@@ -149,6 +149,17 @@ def format_measured(group: Group) -> str:
     return f"{group.top1_mean:.2f} ± {group.top1_std:.2f} ({group.n})"
 
 
+def format_measured_top5(group: Group) -> str:
+    """Like :func:`format_measured`, for the top-5 error (``not recorded`` when a run has none)."""
+    if group.mixed_settings:
+        return "not computed (mixed settings)"
+    if group.top5_mean is None:
+        return f"not recorded ({group.n})"
+    if group.top5_std is None:
+        return f"{group.top5_mean:.2f} ({group.n})"
+    return f"{group.top5_mean:.2f} ± {group.top5_std:.2f} ({group.n})"
+
+
 def format_schedule(group: Group) -> str:
     """The schedule names and length: ``step_cifar, full (200)``, ``cosine, shortened 15/200`` or ``15 epochs``."""
     names = "/".join(sorted({row.schedule for row in group.rows}))
@@ -173,19 +184,27 @@ def _display(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def table_cells(groups: Sequence[Group], paper: dict | None,
-                expected_seeds: int | None) -> tuple[list[str], list[list[str]]]:
-    """The header and the cells (plain text) of the table shared by both renderers."""
+def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int | None,
+                paper_top5: dict | None = None) -> tuple[list[str], list[list[str]]]:
+    """The header and the cells (plain text) of the table shared by both renderers.
+
+    ``paper_top5`` (a dict like ``paper``, possibly empty) adds the measured and the paper's top-5 columns."""
     by = groups[0].by if groups else ()
-    header = [*by, MEASURED_HEADER, "paper (%)", "schedule (epochs)", "data", "hardware", "flags"]
+    errors = [MEASURED_HEADER, "paper (%)"]
+    if paper_top5 is not None:
+        errors = [MEASURED_HEADER, "paper top-1 (%)", MEASURED_HEADER.replace("top-1", "top-5"), "paper top-5 (%)"]
+    header = [*by, *errors, "schedule (epochs)", "data", "hardware", "flags"]
     body = []
     for entry in groups:
         flags = list(entry.flags)
         seed_flag = seed_count_flag(entry.n, expected_seeds)
         if seed_flag is not None and seed_flag not in flags:
             flags.insert(0, seed_flag)
-        body.append([*map(_display, entry.key), format_measured(entry), _paper_value(paper, entry.key),
-                     format_schedule(entry), entry.data, "; ".join(sorted(entry.hardware)), "; ".join(flags)])
+        errors = [format_measured(entry), _paper_value(paper, entry.key)]
+        if paper_top5 is not None:
+            errors += [format_measured_top5(entry), _paper_value(paper_top5, entry.key)]
+        body.append([*map(_display, entry.key), *errors, format_schedule(entry), entry.data,
+                     "; ".join(sorted(entry.hardware)), "; ".join(flags)])
     return header, body
 
 
@@ -195,11 +214,11 @@ def _markdown_cell(text: str) -> str:
 
 def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
                     title: str = "Results", provenance_lines: Sequence[str] = (),
-                    skipped: Sequence[tuple[Path, str]] = ()) -> str:
+                    skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None) -> str:
     """A Markdown section: title, provenance lines, the table, and a warning listing left-out result files.
 
     ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
-    header, body = table_cells(groups, paper, expected_seeds)
+    header, body = table_cells(groups, paper, expected_seeds, paper_top5)
     lines = [f"## {title}", ""]
     if provenance_lines:
         lines += [*(f"- {line}" for line in provenance_lines), ""]
@@ -224,9 +243,9 @@ def latex_escape(text: str) -> str:
 
 def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
                  title: str = "Results", provenance_lines: Sequence[str] = (),
-                 skipped: Sequence[tuple[Path, str]] = ()) -> str:
+                 skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None) -> str:
     """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), then the left-out files."""
-    header, body = table_cells(groups, paper, expected_seeds)
+    header, body = table_cells(groups, paper, expected_seeds, paper_top5)
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}",
              r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
              " & ".join(latex_escape(cell) for cell in header) + r" \\", r"\hline"]

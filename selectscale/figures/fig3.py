@@ -13,32 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from selectscale.data import DeviceLoader, build_dataset
 from selectscale.drop import apply_at_inference, drop_factory
-from selectscale.engine.checkpoint import load_checkpoint
+from selectscale.figures.errors import FigureError
+from selectscale.figures.runs import load_trained_run
 from selectscale.models import create_model
 
 METHODS = ("dropout", "spatial_dropout", "selectout")
 RETAIN_RATES = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 SELECTOUT_TOP_RATE = 0.5  # Selectout needs 1 - p <= t: 0.5 admits every rate plotted, down to 0.5
-
-
-class FigureError(ValueError):
-    """A run directory that cannot be used; the message is one line."""
-
-
-def load_trained_run(run_dir: Path):
-    """(config, model state dict) of a finished run directory."""
-    state = load_checkpoint(run_dir)
-    if state is None or not (run_dir / "config.yaml").is_file():
-        raise FigureError(f"{run_dir} holds no valid checkpoint.pt and config.yaml: train a run there first")
-    return OmegaConf.load(run_dir / "config.yaml"), state["model"]
 
 
 @torch.no_grad()
@@ -120,25 +107,15 @@ def render(curves: dict, run_dir: Path, out: Path, label: str, notes: tuple[str,
     return [out / "fig3.md", out / "fig3.png"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m selectscale.figures", description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=["fig3"])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished run trained without drop")
     parser.add_argument("--data", default=None, help="dataset.root, if it moved since training")
     parser.add_argument("--repeats", type=int, default=3, help="random draws per retaining rate")
     parser.add_argument("--label", default="", help="plot title, e.g. the data and schedule")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--note", action="append", default=[], help="a provenance line for fig3.md (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        curves = inference_drop_curves(args.run_dir, args.data, args.repeats)
-        for path in render(curves, args.run_dir, args.out, args.label or args.run_dir.name, tuple(args.note)):
-            print(f"wrote {path}")
-    except FigureError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: argparse.Namespace) -> list[Path]:
+    curves = inference_drop_curves(args.run_dir, args.data, args.repeats)
+    return render(curves, args.run_dir, args.out, args.label or args.run_dir.name, tuple(args.note))

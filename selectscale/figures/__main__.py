@@ -1,0 +1,5 @@
+import sys
+
+from selectscale.figures import main
+
+sys.exit(main())
