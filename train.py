@@ -7,31 +7,47 @@ Hydra composes configs/ (see `python train.py --help`, `--cfg job` prints the re
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from selectscale.cli import KNOWN_FAILURES, composition_error, final_summary, remove_if_empty, report_failure
+from selectscale.cli import (
+    KNOWN_FAILURES,
+    composition_error,
+    final_summary,
+    remove_if_empty,
+    report_failure,
+    run_dir_error,
+)
 from selectscale.engine import fit, register_configs
 from selectscale.engine.rundir import resolve_run_dir
 
 register_configs()
+STARTED = time.time()  # folders changed after this (Hydra makes its run folder later) are this process's
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         result = fit(cfg)
     except KNOWN_FAILURES as error:
         remove_if_empty(resolve_run_dir(cfg))  # Hydra created it before the run was refused
         sys.exit(report_failure(error))
+    finally:
+        if cfg.output_dir is not None:  # the run lives in output_dir: drop the empty folders Hydra made
+            for folder in (hydra_dir, hydra_dir.parent):  # its run folder, then the date folder above it
+                if folder.is_dir() and folder.stat().st_mtime >= STARTED:  # made or changed by this process
+                    remove_if_empty(folder)
     if int(os.environ.get("RANK", "0")) == 0:
         print(final_summary(result, resolve_run_dir(cfg)))
 
 
 if __name__ == "__main__":
-    problem = composition_error(sys.argv[1:], Path(__file__).resolve().parent / "configs")
+    problem = run_dir_error(sys.argv[1:]) or composition_error(sys.argv[1:], Path(__file__).parent / "configs")
     if problem:  # Hydra's own report of this is several lines with exit status 1
         sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     if "--cfg" in sys.argv and "--resolve" not in sys.argv:

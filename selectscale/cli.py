@@ -18,6 +18,7 @@ from selectscale.data.download import DownloadError
 from selectscale.data.imagenet import BadImageError
 from selectscale.engine.checkpoint import CheckpointError
 from selectscale.engine.config import ConfigError
+from selectscale.engine.rundir import remove_if_empty  # noqa: F401  (train.py's import)
 from selectscale.engine.signals import Preempted
 from selectscale.engine.steps import NonFiniteLossError
 
@@ -40,14 +41,6 @@ def report_failure(error: BaseException) -> int:
     prefix = "stopped" if isinstance(error, Preempted) else "error"
     print(f"{prefix}: {' '.join(str(error).split())}", file=sys.stderr)
     return code
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing (rmdir cannot delete anything else)."""
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
 
 
 def final_summary(result: dict, run_dir) -> str:
@@ -154,3 +147,22 @@ def _culprit(error: Exception, overrides: list[str]) -> str:
         if f"'{key}'" in text or f"{key}/" in text or f"full_key: {key}" in text or f"override {override}" in text:
             return override
     return " ".join(overrides)
+
+
+def run_dir_error(argv: list[str]) -> str | None:
+    """One line if ``hydra.run.dir`` / ``hydra.sweep.dir`` on the command line cannot be created (Hydra
+    would fail with a traceback and status 1): a file in the way, or a folder that is not writable."""
+    import os
+
+    for argument in argv:
+        key, _, value = argument.lstrip("+").partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        existing = Path(value).absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{key}={value}: {existing} is a file, not a folder; choose another {key}"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{key}={value}: {existing} is not writable; choose another {key}"
+    return None

@@ -160,8 +160,10 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
             groups.append(found)
             paper[found.key], paper_top5[found.key] = row.paper, row.paper_top5
     if not groups:
+        left_out = f"; left out {len(skipped)} result.json: " + "; ".join(
+            f"{path}: {reason}" for path, reason in skipped[:3]) if skipped else ""
         raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
-                              f"first (or pass RUNS=<folder> where they are)")
+                              f"first (or pass RUNS=<folder> where they are){left_out}")
     provenance = [f"Rendered by `python -m selectscale.experiments report {table.name} --runs {runs}` from the "
                   "result.json files; each run's command is train.py with the overrides in "
                   f"configs/experiment/{table.name}.yaml (test error of the last epoch)."]

@@ -111,3 +111,15 @@ def test_round_half_up(value, expected):
 )
 def test_number_of_candidates(top_rate, channels, expected):
     assert num_top_maps(top_rate, channels) == expected
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 32, 32), (3, 8, 7, 7), (2, 32, 6, 10), (2, 64, 4, 4), (2, 3, 1, 1)])
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_channels_last_scores_equal_nchw_scores_exactly(shape, nonnegative):
+    """Narrow channels-last tensors take a two-pass reduction (fast on CPU); it must give the same maxima."""
+    y = torch.randn(shape)
+    if nonnegative:
+        y = y.relu()
+    channels_last = y.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(feature_map_scores(channels_last, nonnegative_input=nonnegative),
+                       feature_map_scores(y, nonnegative_input=nonnegative))

@@ -18,8 +18,8 @@ def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("fig3") / "base"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
-            "dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "model=resnet20", "drop=none",
-            "trainer.batch_size=64", "trainer.epochs=2", "schedule=cosine", "trainer.device=cpu",
+            "dataset=synthetic", "dataset.train_size=2048", "dataset.test_size=128", "model=resnet20", "drop=none",
+            "trainer.batch_size=128", "trainer.epochs=3", "schedule=cosine", "schedule.lr=0.05", "trainer.device=cpu",
             "trainer.progress_bar=false", f"output_dir={run_dir}"])
     fit(cfg)
     return run_dir
@@ -29,6 +29,7 @@ def test_curves_start_at_the_clean_error_and_render(trained_run, tmp_path, monke
     monkeypatch.setattr(fig3, "RETAIN_RATES", (1.0, 0.6))
     curves = fig3.inference_drop_curves(trained_run, None, repeats=2)
     clean = curves["clean"][0]
+    assert clean < 0.6  # the network learned (chance: 0.9), so dropping its strongest maps can hurt it
     for method in fig3.METHODS:
         (rate_one, mean_one, std_one), (rate_low, mean_low, _) = curves[method]
         assert (rate_one, mean_one, std_one) == (1.0, clean, 0.0)  # retain 1 is no drop at all

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from selectscale.drop import DropLayer, SelectScale, SpatialDropout
+from selectscale.drop import DropLayer, SelectScale, SpatialDropout, drop_factory, drop_layers
 from selectscale.models import create_model, list_models
 from selectscale.models.complexity import count_macs, count_parameters
 from selectscale.models.resnext import CifarResNeXt
@@ -235,3 +235,13 @@ def test_features_are_the_last_convolutional_maps_that_feed_the_classifier(name,
                     device="meta" if name in LARGE else "cpu")
     assert model.features(x).shape == (2, channels, size, size)
     assert model.fc.in_features == channels
+
+
+@pytest.mark.parametrize("name, after_relu, signed",
+                         [("resnet20", 9, 9), ("resnext29_8x64d", 18, 0), ("resnet50", 18, 9)])
+def test_slots_after_a_relu_score_without_the_absolute_value(name, after_relu, signed):
+    """Slots fed by a ReLU get nonnegative_input=True (max y = max |y| there: same scores, one reduction)."""
+    with torch.device("meta"):
+        model = create_model(name, 10, drop=drop_factory("selectscale", top_rate=0.2, retain_rate=0.1))
+    flags = [layer.nonnegative_input for layer in drop_layers(model)]
+    assert flags.count(True) == after_relu and flags.count(False) == signed

@@ -98,6 +98,32 @@ def _uniform_factors(retain: Tensor, shape: tuple[int, int], device: torch.devic
     return 1.0 + spread * (2.0 * torch.rand(shape, device=device) - 1.0)
 
 
+# Below this many channels, a channels-last reduction over H x W is pathologically slow on CPU (128 x 16 x
+# 32 x 32: 5.4 ms against 0.16 ms for NCHW): rows of C floats are too short for its vectorised path.
+_NARROW_CHANNELS = 64
+_ROW_FLOATS = 128  # reduce rows of at least this many values instead
+
+
+def _is_narrow_channels_last(y: Tensor) -> bool:
+    return (y.device.type == "cpu" and y.shape[1] < _NARROW_CHANNELS and not y.is_contiguous()
+            and y.is_contiguous(memory_format=torch.channels_last))
+
+
+def _plain_reduce(y: Tensor, reduction) -> Tensor:
+    return reduction(y, dim=(2, 3))
+
+
+def _channels_last_reduce(y: Tensor, reduction) -> Tensor:
+    """``reduction`` (amax or amin) over H x W of a channels-last tensor, exactly, in two passes: first
+    over rows of ``group`` neighbouring positions x C channels (long contiguous rows), then over the group."""
+    batch, channels, height, width = y.shape
+    positions, group = height * width, 1
+    while group * channels < _ROW_FLOATS and positions % (2 * group) == 0:
+        group *= 2
+    rows = y.permute(0, 2, 3, 1).reshape(batch, positions // group, group * channels)  # a view: no copy
+    return reduction(reduction(rows, dim=1).view(batch, group, channels), dim=1)
+
+
 def feature_map_scores(
     y: Tensor,
     score: str = "max",
@@ -118,9 +144,10 @@ def feature_map_scores(
         if score == "max":
             # max |y| = max(max y, -min y): two vectorised reductions and no |y| temporary; measured
             # 25x faster on CPU than torch.linalg.vector_norm(y, inf), which has no fast path.
-            scores = y.amax(dim=(2, 3))
+            reduce = _channels_last_reduce if _is_narrow_channels_last(y) else _plain_reduce
+            scores = reduce(y, torch.amax)
             if not nonnegative_input:
-                scores = torch.maximum(scores, y.amin(dim=(2, 3)).neg())
+                scores = torch.maximum(scores, reduce(y, torch.amin).neg())
         else:
             magnitude = y if nonnegative_input else y.abs()
             if score == "mean":

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 SNAPSHOTS = "snapshots"
+STAGED = ".checkpoint.staged.pt"  # a new checkpoint being written; renamed to LATEST once complete
 
 
 class CheckpointError(RuntimeError):
@@ -31,14 +32,18 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(temporary, data)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -55,10 +60,10 @@ def save_checkpoint(state: dict, run_dir: Path) -> Path:
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     latest, previous = run_dir / LATEST, run_dir / PREVIOUS
-    staged = run_dir / ".checkpoint.staged.pt"
+    staged = run_dir / STAGED
     try:
-        _atomic_write(staged, data)
-        _atomic_write(_sidecar(staged), digest.encode())
+        _write_synced(staged, data)
+        _write_synced(_sidecar(staged), digest.encode())
         if _is_valid(latest):
             os.replace(latest, previous)
             os.replace(_sidecar(latest), _sidecar(previous))
@@ -128,6 +133,18 @@ def load_weights(path: Path, map_location: str | torch.device = "cpu") -> dict:
     if not _is_valid(path):
         raise CheckpointError(f"{path} is damaged or has no matching .sha256 checksum; it is not loaded")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed process never finished (only one process writes)."""
+    stale = [*run_dir.glob(".*.tmp-*"), *run_dir.glob(f"{SNAPSHOTS}/.*.tmp-*"), run_dir / STAGED,
+             _sidecar(run_dir / STAGED)]
+    removed = [path for path in stale if path.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted write in %s", len(removed), run_dir)
+    return removed
 
 
 def has_checkpoint_files(run_dir: Path) -> bool:

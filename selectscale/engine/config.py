@@ -81,8 +81,9 @@ class TrainerConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = False
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on the CPU too (fast only with native bf16: avx512_bf16 or AMX)
+    channels_last: bool = True  # NHWC: 1.2-1.4x on the CPU for the CIFAR nets (results/benchmarks.md), standard on GPU
     compile: bool = False
     sync_bn: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume on CPU

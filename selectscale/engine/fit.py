@@ -20,7 +20,7 @@ from selectscale.drop import drop_factory
 from selectscale.models import create_model
 
 from . import distributed, rundir
-from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
 from .config import ConfigError, validate
 from .data_setup import build_data
 from .records import MetricsLogger, read_metrics, truncate_metrics
@@ -41,9 +41,20 @@ def fit(cfg: DictConfig) -> dict:
         if start == "complete":
             log.info("run directory %s already holds a complete run; nothing to do", run_dir)
             return read_result(run_dir)
+        created = ctx.is_main and not run_dir.exists()
         if ctx.is_main:
-            rundir.prepare(run_dir, cfg)
-        return Trainer(cfg, ctx, run_dir).run()
+            rundir.check_writable(run_dir)
+        try:
+            trainer = Trainer(cfg, ctx, run_dir)  # data and model: bad files fail here, before anything is written
+        except BaseException:
+            if created:
+                rundir.remove_if_empty(run_dir)
+            raise
+        log_handler = rundir.prepare(run_dir, cfg) if ctx.is_main else None
+        try:
+            return trainer.run()
+        finally:
+            rundir.release_log(log_handler)
     finally:
         distributed.teardown()
 
@@ -124,7 +135,9 @@ class Trainer:
         if self.cfg.trainer.resume != "auto":
             return
         state = load_checkpoint(self.run_dir, map_location="cpu")
-        if state is None:
+        if state is None:  # nothing usable: start afresh, without records a killed first epoch left
+            if self.ctx.is_main:
+                truncate_metrics(self.run_dir, 0)
             return
         if state["world_size"] != self.ctx.world_size:
             raise ConfigError(f"trainer.resume=auto: the checkpoint in {self.run_dir} was written by "
@@ -211,5 +224,10 @@ class Trainer:
             wall_time_seconds=self.wall_time,
         )
         if self.ctx.is_main:
-            write_json_atomic(self.run_dir / RESULT_FILE, result)
+            try:
+                write_json_atomic(self.run_dir / RESULT_FILE, result)
+            except OSError as error:  # a full disk: the previous result.json is intact (atomic write)
+                raise CheckpointError(f"could not write {self.run_dir / RESULT_FILE}: {error.strerror or error}; "
+                                      "the previous checkpoints and results are intact (free disk space, then "
+                                      "resume with trainer.resume=auto)") from error
         return result

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .checkpoint import CheckpointError
 
 log = logging.getLogger("selectscale")
 
@@ -41,12 +44,17 @@ class MetricsLogger:
         """Append one epoch's record, plot it, and print the one-line summary."""
         if not self.enabled:
             return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for key, tag in TENSORBOARD_TAGS.items():
-            if record.get(key) is not None:
-                self._writer.add_scalar(tag, record[key], record["epoch"])
-        self._writer.flush()
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            for key, tag in TENSORBOARD_TAGS.items():
+                if record.get(key) is not None:
+                    self._writer.add_scalar(tag, record[key], record["epoch"])
+            self._writer.flush()
+        except OSError as error:  # a full disk: exit 5 like a failed checkpoint; the last checkpoint is intact
+            raise CheckpointError(f"could not write {self.path} or its TensorBoard events: "
+                                  f"{error.strerror or error}; the previous checkpoints are intact (free disk "
+                                  "space, then resume with trainer.resume=auto)") from error
         log.info(summary_line(record))
 
     def close(self) -> None:
@@ -72,11 +80,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-    records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from), atomically."""
     path = run_dir / "metrics.jsonl"
-    if path.exists():
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    if not path.exists():
+        return
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def progress_bar(total: int, epoch: int, enabled: bool):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import has_checkpoint_files
+from .checkpoint import has_checkpoint_files, remove_stale_temporaries
 from .config import ConfigError
 from .results import read_result
 
@@ -48,11 +48,12 @@ def _flatten(node, prefix: str = "") -> dict:
 
 
 def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
-    """Keys whose values differ and that matter for the result."""
+    """``key=new (saved: old)`` for every key whose value differs and matters for the result."""
     old = _flatten(OmegaConf.to_container(saved, resolve=True))
     new = _flatten(OmegaConf.to_container(current, resolve=True))
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]
+    return [f"{k}={new.get(k)} (saved: {old.get(k)})" for k in keys
+            if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]
 
 
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> str:
@@ -93,8 +94,8 @@ def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
                           "resume with the same settings or start a new run directory")
 
 
-def prepare(run_dir: Path, cfg: DictConfig) -> None:
-    """Create the directory (writability checked), save the resolved config, log to train.log."""
+def check_writable(run_dir: Path) -> None:
+    """Create the directory if needed and prove a file can be written in it; ConfigError if not."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -103,8 +104,31 @@ def prepare(run_dir: Path, cfg: DictConfig) -> None:
     except OSError as error:
         raise ConfigError(f"run directory {run_dir} is not writable ({error.strerror or error}): choose another "
                           "with hydra.run.dir=... or output_dir=...") from error
+
+
+def prepare(run_dir: Path, cfg: DictConfig) -> logging.Handler:
+    """Save the resolved config (once), clear what a killed process left, and log to train.log.
+
+    Returns the log handler: the caller removes it when the run ends (a multirun trains many runs in
+    one process, and each train.log must hold only its own run's lines)."""
+    remove_stale_temporaries(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.getLogger("selectscale").addHandler(handler)
+    return handler
+
+
+def release_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger("selectscale").removeHandler(handler)
+        handler.close()
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing (rmdir cannot delete anything else)."""
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass

@@ -41,9 +41,11 @@ class StepContext:
 
 
 def autocast(cfg, device: torch.device):
-    """bf16 autocast on CUDA when ``trainer.amp``; full precision elsewhere."""
+    """bf16 autocast on CUDA when ``trainer.amp``, on the CPU when ``trainer.cpu_amp``; else full precision."""
     if cfg.trainer.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cfg.trainer.get("cpu_amp", False) and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

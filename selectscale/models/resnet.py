@@ -27,7 +27,8 @@ class DropBottleneck(Bottleneck):
         self.drop1, self.drop2, self.drop3 = nn.Identity(), nn.Identity(), nn.Identity()
 
     def set_drop(self, drop: DropFactory | None, rate_scale: float) -> None:
-        self.drop1, self.drop2, self.drop3 = (make_drop(drop, rate_scale) for _ in range(3))
+        self.drop1, self.drop2 = (make_drop(drop, rate_scale, after_relu=True) for _ in range(2))
+        self.drop3 = make_drop(drop, rate_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

@@ -1,0 +1,160 @@
+"""Helpers shared by tests/test_faults.py and tests/test_bad_input.py: running train.py (optionally with a
+fault injected), reading what a run left behind, and checking the one-line error contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "train.py"
+VOLATILE = {"seconds", "images_per_second"}  # timing fields differ between any two runs
+# Tiny and deterministic on the CPU: 32 synthetic images, batch 16 -> 2 steps an epoch, about 0.1 s an epoch.
+TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=16", "trainer.batch_size=16",
+        "model=resnet20", "drop=selectscale", "schedule=cosine", "trainer.device=cpu", "trainer.progress_bar=false",
+        "trainer.deterministic=true"]
+# One thread per process: the machine is small and shared, and every run of a comparison uses the same count.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train_command(args: list[str], patch: str | None = None) -> list[str]:
+    """``python train.py ARGS``; with ``patch``, that Python code runs first (a fault injected into the
+    framework in that process only), then train.py runs as ``__main__`` exactly as from the shell."""
+    if patch is None:
+        return [sys.executable, str(TRAIN), *args]
+    launcher = (f"{patch}\nimport runpy, sys\nsys.argv = [{str(TRAIN)!r}, *sys.argv[1:]]\n"
+                f"runpy.run_path({str(TRAIN)!r}, run_name='__main__')\n")
+    return [sys.executable, "-c", launcher, *args]
+
+
+def run_train(args: list[str], *, patch: str | None = None, timeout: float = 300, env: dict | None = None,
+              cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run train.py to its end (a hang fails the test through ``timeout``)."""
+    return subprocess.run(train_command(args, patch), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env or ENV)
+
+
+class Launched:
+    """A train.py process whose merged stdout/stderr is read line by line in a thread."""
+
+    def __init__(self, args: list[str], *, patch: str | None = None, env: dict | None = None,
+                 launcher: list[str] | None = None, stderr_path: Path | None = None) -> None:
+        """``stderr_path``: stderr goes to that file instead of being merged into the lines read."""
+        command = train_command(args, patch) if launcher is None else [*launcher, str(TRAIN), *args]
+        self.started = time.monotonic()
+        stderr = subprocess.STDOUT if stderr_path is None else open(stderr_path, "w")  # noqa: SIM115
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                        env=env or ENV, start_new_session=True)
+        if stderr_path is not None:
+            stderr.close()  # the child holds its own copy
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for_line(self, pattern: str, timeout: float = 300) -> bool:
+        """Wait until an output line matches ``pattern`` (True) or the process has ended (False)."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        seen = 0
+        while time.monotonic() < deadline:
+            lines = self.lines[seen:]
+            if any(regex.search(line) for line in lines):
+                return True
+            seen += len(lines)
+            if not self.alive() and not self._reader.is_alive():
+                return any(regex.search(line) for line in self.lines[seen:])
+            time.sleep(0.005)
+        raise TimeoutError(f"no output line matching {pattern!r} within {timeout} s:\n" + self.output()[-3000:])
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; on a timeout the whole process group is killed and TimeoutError raised."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            raise TimeoutError(f"still running after {timeout} s:\n" + self.output()[-3000:]) from None
+        self._reader.join(timeout=30)
+        return code
+
+    def kill_group(self) -> None:
+        """SIGKILL this launch's process group (the process and any children it started), then reap it."""
+        try:
+            os.killpg(self.process.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=60)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the timing fields."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def weights(run_dir: Path, name: str = "checkpoint.pt") -> dict:
+    return torch.load(run_dir / name, map_location="cpu", weights_only=True)["model"]
+
+
+def same_weights(one: dict, two: dict) -> bool:
+    return one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def sidecar_matches(path: Path) -> bool:
+    sidecar = path.with_name(path.name + ".sha256")
+    return (path.is_file() and sidecar.is_file()
+            and hashlib.sha256(path.read_bytes()).hexdigest() == sidecar.read_text().strip())
+
+
+def write_sidecar(path: Path) -> None:
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def dir_state(path: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file and folder under ``path`` (empty if it is absent)."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*"))}
+
+
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
+
+
+def message_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not blank and not Python warnings (a warning is its
+    ``file:line: XWarning: ...`` line plus the indented source line under it)."""
+    lines, in_warning = [], False
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        if _WARNING.match(line):
+            in_warning = True
+            continue
+        if in_warning and line.startswith((" ", "\t")):
+            continue
+        in_warning = False
+        lines.append(line)
+    return lines
