@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-layers bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
+.PHONY: help install test test-all lint demo demo-layers bench bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
 	cam-report
 
 help: ## Show this help
@@ -43,6 +43,10 @@ demo-layers: $(INSTALLED) ## Forward/backward through every drop layer, with a s
 
 bench-drop: $(INSTALLED) ## Benchmark the drop layers against a 3x3 conv and a bare multiply
 	$(PY) scripts/bench_drop.py
+
+BENCH_ARGS ?= --variant "default=" --variant "cpu_amp=trainer.cpu_amp=true"
+bench: $(INSTALLED) ## Training images/s of train.py's path vs the common PyTorch recipe, side by side (BENCH_ARGS)
+	$(PY) scripts/bench_train.py $(BENCH_ARGS)
 
 bench-data: $(INSTALLED) ## Images/s of the device-resident CIFAR loader vs torchvision's pipeline, and JPEG decoding
 	$(PY) scripts/bench_data.py
