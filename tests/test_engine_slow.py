@@ -71,8 +71,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     rounding differences grow as training amplifies them (about 1e-4 by step 8 even at lr 0.01; faster at
     lr 0.1). At lr 0.01 the epoch losses agreed to 5e-6 and 2.3e-5 relative and the weights to 2.5e-4
     relative L2 after 16 steps; we allow 1e-4 and 2e-3. Running BN statistics are not compared (DDP keeps
-    rank 0's, the single process updates them with both halves), nor the test loss, which uses them."""
-    common = [*SMALL, "trainer.epochs=2", "drop=none", "trainer.deterministic=true", "schedule.lr=0.01"]
+    rank 0's, the single process updates them with both halves), nor the test loss, which uses them.
+    Run in NCHW: with channels_last (the default) the epoch losses differed by 1.5e-4 relative (one CI run),
+    presumably because the CPU's channels-last convolution kernels sum in an order that depends on the
+    thread count, which torchrun lowers per process; the equivalence tested here is the data and gradient
+    arithmetic, not a kernel's rounding."""
+    common = [*SMALL, "trainer.epochs=2", "drop=none", "trainer.deterministic=true", "schedule.lr=0.01",
+              "trainer.channels_last=false"]
     single = run_train([*common, "trainer.micro_batches=2", f"output_dir={tmp_path / 'single'}"], cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
