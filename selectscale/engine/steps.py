@@ -38,15 +38,22 @@ class StepContext:
 
     def __post_init__(self) -> None:
         self.drop_layers = list(drop_layers(self.drop_target))  # found once, not every step
+        self.autocast_device = autocast_device(self.cfg, self.device)
+        self.micro_batches = self.cfg.trainer.micro_batches
 
 
-def autocast(cfg, device: torch.device):
-    """bf16 autocast on CUDA when ``trainer.amp``, on the CPU when ``trainer.cpu_amp``; else full precision."""
+def autocast_device(cfg, device: torch.device) -> str | None:
+    """The device type to run bf16 autocast on: CUDA when ``trainer.amp``, the CPU when ``trainer.cpu_amp``;
+    None for full precision. Read once per epoch or evaluation, not per step (config access is slow)."""
     if cfg.trainer.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return "cuda"
     if cfg.trainer.get("cpu_amp", False) and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return "cpu"
+    return None
+
+
+def autocast(device_type: str | None):
+    return contextlib.nullcontext() if device_type is None else torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
@@ -103,13 +110,13 @@ def _train_step(model: nn.Module, images, labels, ctx: StepContext, sums: torch.
     Chunk j takes samples j, j + k, j + 2k, ... of the batch: exactly the samples rank j would get in a
     k-process run (the loader shards by stride), so k chunks on one process reproduce k processes,
     BatchNorm statistics included."""
-    chunks = ctx.cfg.trainer.micro_batches
+    chunks = ctx.micro_batches
     ctx.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=ctx.device)
     for chunk in range(chunks):
         chunk_images, chunk_labels = images[chunk::chunks], labels[chunk::chunks]
         sync = chunk == chunks - 1 or not hasattr(model, "no_sync")  # DDP all-reduces on the last chunk only
-        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.cfg, ctx.device):
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.autocast_device):
             logits = model(chunk_images)
             loss = F.cross_entropy(logits, chunk_labels)
         (loss / chunks).backward()
@@ -135,9 +142,9 @@ def evaluate(model: nn.Module, loader, cfg, device: torch.device) -> dict:
     """Test loss and top-1/top-5 errors over every test image exactly once, summed across ranks."""
     model.eval()
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1 correct, top-5 correct
-    count = 0
+    count, autocast_type = 0, autocast_device(cfg, device)
     for images, labels in loader:
-        with autocast(cfg, device):
+        with autocast(autocast_type):
             logits = model(images)
         logits = logits.float()
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
