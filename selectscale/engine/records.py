@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError
+from .results import write_text_atomic
 
 log = logging.getLogger("selectscale")
 
@@ -85,12 +85,7 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     if not path.exists():
         return
     records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def progress_bar(total: int, epoch: int, enabled: bool):
