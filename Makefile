@@ -57,18 +57,31 @@ SEEDS ?= 5
 EPOCHS ?=
 DATA ?=
 LAUNCHER ?=
+PARALLEL ?=
 RUNS ?= runs
 TABLES := table1 table2 table3 table4 fig4
 TABLE_REPORTS := $(addsuffix -report,$(TABLES))
+SMOKE_TABLES := $(TABLES) mini_cifar10
 .PHONY: $(TABLES) $(TABLE_REPORTS)
 EXPERIMENT_ARGS = --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) \
-	$(if $(LAUNCHER),--launcher $(LAUNCHER))
+	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
-table1 table2 table3 table4 fig4: $(INSTALLED) ## Train (or resume) every run of a paper table (or Figure 4's sweeps), then render results/<name>.*
+table1 table2 table3 table4 fig4: $(INSTALLED) ## Train (or resume) every run of a paper table (or Figure 4's sweeps; PARALLEL=k: k runs at once), then render results/<name>.*
 	$(PY) -m selectscale.experiments run $@ $(EXPERIMENT_ARGS)
 
 table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED) ## Render results/<name>.md, .tex (fig4: .png) from existing runs only
 	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS)
+
+# Issue 12's long-schedule evidence on the real mini CIFAR-10 images (CPU, about 3 hours on 2 cores; not in CI).
+MINI_DATA ?= $(or $(SELECTSCALE_SHARED),../shared)/data/cifar-mini
+MINI_SEEDS ?= 5
+.PHONY: mini-evidence mini-evidence-report
+mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, 4 methods x MINI_SEEDS, PARALLEL (2) at once -> results/mini_cifar10/
+	$(PY) -m selectscale.experiments run mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS) --data $(MINI_DATA) \
+	  --parallel $(or $(PARALLEL),2) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json, curves.png) from existing runs only
+	$(PY) -m selectscale.experiments report mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS)
 
 FIG3_RUN = $(RUNS)/fig3/base
 fig3: $(INSTALLED) ## Figure 3: train WRN-20-4 without drop (or resume), then drops at inference -> results/fig3.*
@@ -100,7 +113,7 @@ SMOKE_DIR := .smoke
 SMOKE_TRAIN := dataset=synthetic dataset.train_size=64 dataset.test_size=64 trainer.batch_size=32 trainer.device=cpu \
 	trainer.progress_bar=false
 smoke-tables: $(INSTALLED) ## Every table and figure end to end on tiny synthetic data, 1 seed, 1 epoch, CPU
-	$(PY) -m selectscale.experiments smoke $(TABLES)
+	$(PY) -m selectscale.experiments smoke $(SMOKE_TABLES)
 	rm -rf $(SMOKE_DIR) && $(MAKE) --no-print-directory cam RUNS=$(SMOKE_DIR)/runs EPOCHS=2 CAM_SNAPSHOTS=2 \
 	  CAM_OUT=$(SMOKE_DIR)/results CAM_ARGS="$(SMOKE_TRAIN) trainer.max_steps_per_epoch=1"
 	test -s $(SMOKE_DIR)/results/cam.png && test -s $(SMOKE_DIR)/results/cam_epochs.md

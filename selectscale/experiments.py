@@ -22,12 +22,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from selectscale.report import collect, group, render_latex, render_markdown
+from selectscale.runqueue import Job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "configs" / "experiment"
 TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
-NAMES = TABLES + FIGURES
+EVIDENCE = ("mini_cifar10",)  # our own experiments (not the paper's), rendered in a folder of their own
+NAMES = TABLES + FIGURES + EVIDENCE
 # Smoke runs: the whole pipeline on 64 synthetic images, one optimizer step, on the CPU.
 SMOKE_OVERRIDES = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=64", "trainer.batch_size=32",
                    "trainer.max_steps_per_epoch=1", "trainer.device=cpu", "trainer.progress_bar=false"]
@@ -107,18 +109,33 @@ def snapshot_epochs(count: int, epochs: int) -> list[int]:
     return sorted({max(1, round(epochs * (index + 1) / count)) for index in range(count)})
 
 
+def _run_overrides(row: Row, epochs: int | None, data: str | None, launcher: str | None, extra: list[str],
+                   snapshots: int) -> list[str]:
+    """What every run of ``row`` is trained with after its seed and directory (the same for both paths)."""
+    overrides = ["trainer.resume=auto"]
+    overrides += [f"trainer.epochs={epochs}"] if epochs else []
+    overrides += [f"dataset.root={data}"] if data else []
+    overrides += [f"hydra/launcher={launcher}"] if launcher else []
+    if snapshots:
+        epochs_in_run = epochs or row.paper_epochs or 200
+        overrides.append(f"trainer.snapshot_epochs=[{','.join(map(str, snapshot_epochs(snapshots, epochs_in_run)))}]")
+    return overrides + extra
+
+
 def row_command(row: Row, run_dir: Path, seeds: int, epochs: int | None, data: str | None,
                 launcher: str | None, extra: list[str], snapshots: int = 0) -> list[str]:
     """One Hydra multirun over the seeds of one row; ``snapshots`` > 0 keeps that many weight snapshots."""
-    command = [sys.executable, str(REPO / "train.py"), "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
-               f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=seed${seed}", "trainer.resume=auto"]
-    command += [f"trainer.epochs={epochs}"] if epochs else []
-    command += [f"dataset.root={data}"] if data else []
-    command += [f"hydra/launcher={launcher}"] if launcher else []
-    if snapshots:
-        epochs_in_run = epochs or row.paper_epochs or 200
-        command.append(f"trainer.snapshot_epochs=[{','.join(map(str, snapshot_epochs(snapshots, epochs_in_run)))}]")
-    return command + extra
+    return [sys.executable, str(REPO / "train.py"), "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
+            f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=seed${seed}",
+            *_run_overrides(row, epochs, data, launcher, extra, snapshots)]
+
+
+def run_command(row: Row, run_dir: Path, seed: int, epochs: int | None, data: str | None, extra: list[str],
+                snapshots: int = 0) -> list[str]:
+    """One plain resumable run of one row and seed into ``run_dir`` (a job of the parallel queue); it resumes
+    a run that :func:`row_command` started and vice versa (``output_dir`` may differ on resume)."""
+    return [sys.executable, str(REPO / "train.py"), *row.overrides, f"seed={seed}", f"output_dir={run_dir}",
+            *_run_overrides(row, epochs, data, None, extra, snapshots)]
 
 
 def select_rows(table: Table, labels: str | None) -> Table:
@@ -133,8 +150,38 @@ def select_rows(table: Table, labels: str | None) -> Table:
     return replace(table, rows=tuple(row for row in table.rows if row.label in wanted))
 
 
+def table_jobs(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, extra: list[str],
+               snapshots: int = 0) -> list[Job]:
+    """Every run of the table as a queue job, seed by seed (so a stopped queue leaves balanced rows)."""
+    jobs = []
+    for seed in range(seeds):
+        for row in table.rows:
+            run_dir = runs / table.name / row.label / f"seed{seed}"
+            jobs.append(Job(f"{table.name}/{row.label}/seed{seed}",
+                            tuple(run_command(row, run_dir, seed, epochs, data, extra, snapshots)),
+                            runs / table.name / "logs" / f"{row.label}-seed{seed}.log"))
+    return jobs
+
+
+def run_table_parallel(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, extra: list[str],
+                       parallel: int, snapshots: int = 0) -> None:
+    """All rows x seeds in one queue, ``parallel`` at a time; every job runs even when another fails."""
+    runs = runs.resolve()  # the jobs run in the repository root
+    jobs = table_jobs(table, runs, seeds, epochs, data, extra, snapshots)
+    print(f"[{table.name}] {len(jobs)} runs, {parallel} at a time; logs in {runs / table.name / 'logs'}", flush=True)
+    failures = run_jobs(jobs, parallel, REPO, echo=lambda line: print(f"[{table.name}] {line}", flush=True))
+    if failures:
+        for failure in failures:
+            print(f"[{table.name}] failed: {failure.line()}", file=sys.stderr, flush=True)
+        raise ExperimentError(f"{len(failures)} of {len(jobs)} runs of {table.name} failed (listed above); fix them "
+                              "and run the same target again: finished runs are kept and skipped")
+
+
 def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, launcher: str | None,
-              extra: list[str], snapshots: int = 0) -> None:
+              extra: list[str], snapshots: int = 0, parallel: int | None = None) -> None:
+    if parallel is not None:
+        run_table_parallel(table, runs, seeds, epochs, data, extra, parallel, snapshots)
+        return
     for row in table.rows:
         command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra, snapshots)
         print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
@@ -207,18 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
     parser.add_argument("--rows", default=None, help="run: only these rows (comma-separated labels); no report")
     parser.add_argument("--snapshots", type=int, default=0, help="run: keep this many weight snapshots per run")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="run: queue every run of the table (rows x seeds) and keep this many running at once")
     args, extra = parser.parse_known_args(argv)
     try:
         if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
             raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")
         if args.snapshots < 0:
             raise ExperimentError(f"--snapshots={args.snapshots} must be >= 0")
+        if args.parallel is not None and (args.parallel < 1 or args.launcher):
+            raise ExperimentError(f"--parallel={args.parallel} needs a number >= 1 and no --launcher (a launcher "
+                                  "runs the per-row multiruns itself; use one or the other)")
         tables = [select_rows(load_table(name), args.rows) for name in args.names]
         if args.action == "smoke":
             smoke(args.names, args.keep)
         for table in tables if args.action != "smoke" else []:
             if args.action == "run":
-                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots)
+                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots,
+                          args.parallel)
             if args.rows is not None:
                 continue  # a partial table is not rendered over the full one
             for path in report_table(table, args.runs, args.out, args.seeds):

@@ -51,6 +51,7 @@ def resnext29_parameters(cardinality: int, base_width: int, classes: int) -> int
 
 
 GOLDEN = {  # literal values, so that a change to the formulas above cannot hide a change to a model
+    ("resnet8", 10): 75_290, ("resnet8", 100): 81_140,
     ("resnet20", 10): 269_722, ("resnet20", 100): 275_572,
     ("resnet32", 10): 464_154, ("resnet44", 10): 658_586, ("resnet56", 10): 853_018,
     ("resnet110", 10): 1_727_962, ("resnet110", 100): 1_733_812,
@@ -87,7 +88,7 @@ def test_every_model_has_a_golden_count_for_10_and_100_classes(name):
         assert count_parameters(build(name, classes)) == hand_count(name, classes)
 
 
-EXPECTED_DROPS = {"resnet20": 18, "resnet32": 30, "resnet44": 42, "resnet56": 54, "resnet110": 108,
+EXPECTED_DROPS = {"resnet8": 6, "resnet20": 18, "resnet32": 30, "resnet44": 42, "resnet56": 54, "resnet110": 108,
                   "wrn20_2": 18, "wrn20_4": 18, "wrn20_8": 18, "resnext29_8x64d": 18, "resnext29_16x64d": 18,
                   "resnet50": 27}
 

@@ -159,10 +159,30 @@ def feature_map_scores(
     return scores.float()
 
 
+_TIE_BITS = 31  # random bits below each score's 32 bits: ties among > 2^15 maps of one sample stay rare
+
+
+def tie_broken_keys(scores: Tensor) -> Tensor:
+    """int64 keys that order like ``scores`` (float32, N x C) with ties between equal scores broken at random.
+
+    The high bits are the float's bits mapped to a monotonic integer (IEEE-754 order: negatives reversed),
+    the low 31 bits uniform random, so distinct scores keep their exact order and among equal scores every
+    ordering is equally likely. ``torch.topk`` alone would always pick the lowest channel index among ties
+    (all-zero maps after ReLU; many maps under bf16 autocast, whose rounded maps tie often).
+    """
+    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0: the two must tie
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    noise = torch.randint(0, 1 << _TIE_BITS, scores.shape, device=scores.device, dtype=torch.int64)
+    return ordered * (1 << _TIE_BITS) + noise
+
+
 def top_map_indices(scores: Tensor, top_rate: float) -> Tensor:
-    """Indices (N x k) of the k = round(top_rate * C) highest-scoring maps of every sample."""
+    """Indices (N x k) of the k = round(top_rate * C) highest-scoring maps of every sample; among equal
+    scores at the boundary the choice is uniformly random (:func:`tie_broken_keys`)."""
     k = num_top_maps(top_rate, scores.shape[1])
-    return scores.topk(k, dim=1, sorted=False).indices
+    if k == scores.shape[1]:
+        return torch.arange(k, device=scores.device).expand(scores.shape[0], k)  # every map: nothing to rank
+    return tie_broken_keys(scores).topk(k, dim=1, sorted=False).indices
 
 
 def dropout(y: Tensor, retain_rate: Rate) -> Tensor:

@@ -119,6 +119,12 @@ def _cifar_resnet(depth: int, width: int, num_classes: int, drop: DropFactory | 
 
 
 @register_model
+def resnet8(num_classes, drop=None, **options):
+    """ResNet-8 (n = 1): not in the paper; the small member used for long schedules on a CPU (issue 12)."""
+    return _cifar_resnet(8, 1, num_classes, drop, options)
+
+
+@register_model
 def resnet20(num_classes, drop=None, **options):
     return _cifar_resnet(20, 1, num_classes, drop, options)
 
