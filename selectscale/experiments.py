@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from selectscale.report import collect, group, render_latex, render_markdown
+from selectscale.report.evidence import plot_curves, write_summary
 from selectscale.runqueue import Job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,8 @@ class Table:
     rows: tuple[Row, ...]
     top5: bool = False
     panels: tuple[tuple[str, str], ...] = ()  # a sweep figure's (panel title, swept key)
+    layout: str = "table"  # "evidence": a folder NAME/ with table.md/.tex, summary.json and curves.png
+    paper_header: str = "paper (%)"
 
 
 def _row(spec: dict, row: dict) -> Row:
@@ -101,7 +104,8 @@ def load_table(name: str, sweep_points: int | None = None) -> Table:
     spec = OmegaConf.to_container(OmegaConf.load(path))
     rows = [_row(spec, row) for row in spec["rows"]] + _sweep_rows(spec, sweep_points)
     panels = tuple((sweep["panel"], sweep["key"]) for sweep in spec.get("sweeps", []))
-    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels)
+    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels,
+                 spec.get("layout", "table"), spec.get("paper_header", "paper (%)"))
 
 
 def snapshot_epochs(count: int, epochs: int) -> list[int]:
@@ -191,8 +195,8 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
                                   "the same target again: finished runs are kept and skipped")
 
 
-def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
-    """Render ``out/NAME.md`` and ``out/NAME.tex`` from the runs under ``runs/NAME``."""
+def _table_groups(table: Table, runs: Path, seeds: int) -> tuple[list, dict, dict, list]:
+    """The report groups of every row with runs, the paper's values by group key, and the left-out files."""
     groups, paper, paper_top5, skipped = [], {}, {}, []
     for row in table.rows:
         row_dir = runs / table.name / row.label
@@ -211,15 +215,31 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int) -> list[Path]:
             f"{path}: {reason}" for path, reason in skipped[:3]) if skipped else ""
         raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
                               f"first (or pass RUNS=<folder> where they are){left_out}")
-    provenance = [f"Rendered by `python -m selectscale.experiments report {table.name} --runs {runs}` from the "
-                  "result.json files; each run's command is train.py with the overrides in "
-                  f"configs/experiment/{table.name}.yaml (test error of the last epoch)."]
-    out.mkdir(parents=True, exist_ok=True)
-    outputs = [out / f"{table.name}.md", out / f"{table.name}.tex"]
+    return groups, paper, paper_top5, skipped
+
+
+def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns: bool = False) -> list[Path]:
+    """Render ``out/NAME.md`` and ``out/NAME.tex`` (an evidence layout: ``out/NAME/table.md`` and friends)
+    from the runs under ``runs/NAME``; ``extra_columns`` adds best-epoch errors and min-max over seeds."""
+    groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds)
+    command = f"python -m selectscale.experiments report {table.name} --runs {runs}"
+    provenance = [f"Rendered by `{command}` from the result.json files; each run's command is train.py with the "
+                  f"overrides in configs/experiment/{table.name}.yaml (test error of the last epoch)."]
+    evidence = table.layout == "evidence"
+    folder = out / table.name if evidence else out
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "table" if evidence else table.name
+    outputs = [folder / f"{stem}.md", folder / f"{stem}.tex"]
     for path, render in zip(outputs, (render_markdown, render_latex), strict=True):
         path.write_text(render(groups, paper=paper, expected_seeds=seeds, title=table.title,
                                provenance_lines=provenance, skipped=skipped,
-                               paper_top5=paper_top5 if table.top5 else None))
+                               paper_top5=paper_top5 if table.top5 else None, extra_columns=extra_columns,
+                               paper_header=table.paper_header))
+    if evidence:
+        outputs.append(write_summary(groups, folder / "summary.json",
+                                     {"title": table.title, "command": command, "spec": f"configs/experiment/"
+                                      f"{table.name}.yaml", "left_out": [f"{p}: {r}" for p, r in skipped]}))
+        outputs.append(plot_curves(groups, folder / "curves.png", table.title))
     if table.panels:
         from selectscale.figures.fig4 import plot_sweeps
 
@@ -254,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
     parser.add_argument("--rows", default=None, help="run: only these rows (comma-separated labels); no report")
     parser.add_argument("--snapshots", type=int, default=0, help="run: keep this many weight snapshots per run")
+    parser.add_argument("--extra-columns", action="store_true",
+                        help="report: add best-epoch errors (optimistic: chosen on test data) and min-max over seeds")
     parser.add_argument("--parallel", type=int, default=None,
                         help="run: queue every run of the table (rows x seeds) and keep this many running at once")
     args, extra = parser.parse_known_args(argv)
@@ -274,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.parallel)
             if args.rows is not None:
                 continue  # a partial table is not rendered over the full one
-            for path in report_table(table, args.runs, args.out, args.seeds):
+            for path in report_table(table, args.runs, args.out, args.seeds, args.extra_columns):
                 print(f"wrote {path}")
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,6 +14,8 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError
 from .results import write_text_atomic
 
+METRICS_FILE = "metrics.jsonl"
+
 log = logging.getLogger("selectscale")
 
 # TensorBoard tag for every metrics.jsonl field that is plotted.
@@ -33,7 +35,7 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
         """``purge_step``: on resume, TensorBoard hides events at or after this epoch from the first run."""
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS_FILE
         self._writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -73,7 +75,7 @@ def summary_line(record: dict) -> str:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -81,7 +83,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from), atomically."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     if not path.exists():
         return
     records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]

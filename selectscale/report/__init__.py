@@ -7,7 +7,8 @@
 
 Runs that are incomplete, unreadable, of another schema version or missing fields are never rows; they are
 listed in ``Collection.skipped`` and in the table's "Left out" warning. Groups whose runs differ in any
-hyperparameter other than the seed are flagged and not averaged.
+hyperparameter other than the seed are flagged and not averaged. Every table carries Welch's t-test p-values
+against no drop and the best other method, and a comparison per block (:mod:`selectscale.report.render`).
 """
 
 from .collect import (
@@ -23,6 +24,8 @@ from .collect import (
     row_from_result,
     setting_of,
 )
+from .render import comparison_cells, latex_escape, render_latex, render_markdown, table_cells
+from .stats import WelchResult, welch_test
 from .tables import (
     GROUPABLE_KEYS,
     Group,
@@ -30,10 +33,7 @@ from .tables import (
     format_measured,
     format_schedule,
     group,
-    latex_escape,
     mean_and_std,
-    render_latex,
-    render_markdown,
 )
 
 __all__ = [
@@ -44,7 +44,9 @@ __all__ = [
     "Group",
     "RunRow",
     "UnusableResult",
+    "WelchResult",
     "collect",
+    "comparison_cells",
     "data_label",
     "find_result_files",
     "flatten_config",
@@ -58,4 +60,6 @@ __all__ = [
     "render_markdown",
     "row_from_result",
     "setting_of",
+    "table_cells",
+    "welch_test",
 ]

@@ -12,11 +12,12 @@ Two rows with equal settings differ only by seed and may be averaged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from ..engine.records import METRICS_FILE
 from ..engine.results import RESULT_FILE, SCHEMA_VERSION
 
 # Config keys that do not change the experiment: the seed (averaged over) and paths/runtime choices.
@@ -61,6 +62,11 @@ class RunRow:
     max_steps_per_epoch: int | None = None
     code_dirty: bool | None = None
     setting: Setting = field(default=(), repr=False)
+    # From metrics.jsonl beside result.json (None when it is missing or unreadable): the lowest test error of
+    # any evaluated epoch (optimistic: chosen on test data), the last epoch's training error, the curve.
+    best_test_top1_error: float | None = None
+    final_train_top1_error: float | None = None
+    test_curve: tuple[tuple[int, float], ...] = field(default=(), repr=False)
 
     def setting_dict(self) -> dict[str, Any]:
         """The setting as a plain ``{dotted key: value}`` dict."""
@@ -171,6 +177,30 @@ def row_from_result(path: Path, result: Any) -> RunRow:
     )
 
 
+def _metric_lines(path: Path) -> list[dict]:
+    """The epoch records of ``path`` (metrics.jsonl); [] when the file is missing or any line is damaged."""
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return records if all(isinstance(record, dict) for record in records) else []
+
+
+def _fraction(value: Any) -> float | None:
+    return float(value) if _is_number(value) and 0.0 <= value <= 1.0 else None
+
+
+def with_metrics(row: RunRow, metrics_path: Path) -> RunRow:
+    """``row`` with its best-epoch test error, final training error and test curve from ``metrics_path``."""
+    records = _metric_lines(metrics_path)
+    curve = tuple((record["epoch"], error) for record in records
+                  if isinstance(record.get("epoch"), int) and (error := _fraction(record.get("test_top1_error")))
+                  is not None)
+    final_train = _fraction(records[-1].get("train_top1_error")) if records else None
+    return replace(row, best_test_top1_error=min((error for _, error in curve), default=None),
+                   final_train_top1_error=final_train, test_curve=curve)
+
+
 def read_row(path: Path) -> RunRow:
     """Read and check one result.json file; :class:`UnusableResult` says why it cannot be a row."""
     try:
@@ -181,7 +211,7 @@ def read_row(path: Path) -> RunRow:
         result = json.loads(text)
     except json.JSONDecodeError as error:
         raise UnusableResult(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
-    return row_from_result(path, result)
+    return with_metrics(row_from_result(path, result), path.with_name(METRICS_FILE))
 
 
 def find_result_files(roots: list[Path]) -> list[Path]:

@@ -39,7 +39,7 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> WelchResult | None:
     Undefined: fewer than 2 values on a side, or both sides without spread (every value equal), where the
     statistic is 0/0. One side without spread is fine (the other side's variance carries the test).
     """
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or (len(set(a)) == 1 and len(set(b)) == 1):
         return None
     result = stats.ttest_ind(list(a), list(b), equal_var=False)
     if not math.isfinite(result.statistic) or not math.isfinite(result.pvalue):

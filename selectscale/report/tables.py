@@ -11,13 +11,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
 
 from .collect import RunRow
 
-GROUPABLE_KEYS = tuple(f.name for f in fields(RunRow) if f.name not in ("path", "setting", "test_top1_error",
-                                                                        "test_top5_error", "seed", "device"))
+_PER_RUN_FIELDS = ("path", "setting", "test_top1_error", "test_top5_error", "seed", "device", "best_test_top1_error",
+                   "final_train_top1_error", "test_curve")
+GROUPABLE_KEYS = tuple(f.name for f in fields(RunRow) if f.name not in _PER_RUN_FIELDS)
 MEASURED_HEADER = "measured top-1 (%) mean ± std (n)"
 _MISSING = object()
 
@@ -169,92 +168,3 @@ def format_schedule(group: Group) -> str:
     if group.epochs == (group.paper_epochs,):
         return f"{names}, full ({group.paper_epochs})"
     return f"{names}, shortened {epochs}/{group.paper_epochs}"
-
-
-def _paper_value(paper: dict | None, key: tuple) -> str:
-    """The paper's number for a group key, looked up by the key tuple or, for one grouping key, its value."""
-    candidates = (key, key[0]) if len(key) == 1 else (key,)
-    for candidate in candidates:
-        if paper and paper.get(candidate) is not None:
-            return str(paper[candidate])
-    return "—"
-
-
-def _display(value: Any) -> str:
-    return "—" if value is None else str(value)
-
-
-def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int | None,
-                paper_top5: dict | None = None) -> tuple[list[str], list[list[str]]]:
-    """The header and the cells (plain text) of the table shared by both renderers.
-
-    ``paper_top5`` (a dict like ``paper``, possibly empty) adds the measured and the paper's top-5 columns."""
-    by = groups[0].by if groups else ()
-    errors = [MEASURED_HEADER, "paper (%)"]
-    if paper_top5 is not None:
-        errors = [MEASURED_HEADER, "paper top-1 (%)", MEASURED_HEADER.replace("top-1", "top-5"), "paper top-5 (%)"]
-    header = [*by, *errors, "schedule (epochs)", "data", "hardware", "flags"]
-    body = []
-    for entry in groups:
-        flags = list(entry.flags)
-        seed_flag = seed_count_flag(entry.n, expected_seeds)
-        if seed_flag is not None and seed_flag not in flags:
-            flags.insert(0, seed_flag)
-        errors = [format_measured(entry), _paper_value(paper, entry.key)]
-        if paper_top5 is not None:
-            errors += [format_measured_top5(entry), _paper_value(paper_top5, entry.key)]
-        body.append([*map(_display, entry.key), *errors, format_schedule(entry), entry.data,
-                     "; ".join(sorted(entry.hardware)), "; ".join(flags)])
-    return header, body
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
-                    title: str = "Results", provenance_lines: Sequence[str] = (),
-                    skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None) -> str:
-    """A Markdown section: title, provenance lines, the table, and a warning listing left-out result files.
-
-    ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
-    header, body = table_cells(groups, paper, expected_seeds, paper_top5)
-    lines = [f"## {title}", ""]
-    if provenance_lines:
-        lines += [*(f"- {line}" for line in provenance_lines), ""]
-    lines.append("| " + " | ".join(map(_markdown_cell, header)) + " |")
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(map(_markdown_cell, cells)) + " |" for cells in body]
-    if skipped:
-        lines += ["", f"> **Warning:** {len(skipped)} result file(s) left out of this table:", ">"]
-        lines += [f"> - Left out: {path}: {reason}" for path, reason in skipped]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                   "±": r"$\pm$", "—": "---"}
-
-
-def latex_escape(text: str) -> str:
-    """Text safe inside a LaTeX tabular cell (``±`` becomes ``$\\pm$``)."""
-    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
-
-
-def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
-                 title: str = "Results", provenance_lines: Sequence[str] = (),
-                 skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None) -> str:
-    """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), then the left-out files."""
-    header, body = table_cells(groups, paper, expected_seeds, paper_top5)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}",
-             r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
-             " & ".join(latex_escape(cell) for cell in header) + r" \\", r"\hline"]
-    lines += [" & ".join(latex_escape(cell) for cell in cells) + r" \\" for cells in body]
-    lines += [r"\hline", r"\end{tabular}"]
-    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in provenance_lines]
-    lines.append(r"\end{table}")
-    if skipped:
-        lines += [rf"% Warning: {len(skipped)} result file(s) left out of this table", r"\begin{itemize}"]
-        lines += [rf"\item Left out: {latex_escape(str(path))}: {latex_escape(reason)}" for path, reason in skipped]
-        lines.append(r"\end{itemize}")
-    return "\n".join(lines) + "\n"

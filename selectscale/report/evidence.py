@@ -1,0 +1,100 @@
+"""An evidence experiment's machine-readable summary and its test-error curves (``results/mini_cifar10/``).
+
+``summary.json`` holds one object per method: n, mean and sample std of the last-epoch test error, the mean
+final-epoch training error (from metrics.jsonl), and Welch's two-sided p against no drop and against the best
+other method of its block (null where undefined). ``curves.png`` draws each method's test error over epochs:
+the mean over seeds as a line, the min-max over seeds as a band.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import stats
+from .render import group_label
+from .tables import Group, mean_and_std
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _p(result: stats.WelchResult | None) -> float | None:
+    return None if result is None else result.p
+
+
+def summary_rows(groups: Sequence[Group]) -> list[dict]:
+    """One dict per group: the fields of issue 12's ``summary.json`` (errors in percent)."""
+    blocks, rows = stats.blocks(groups), []
+    for entry in groups:
+        block = blocks[stats.block_key(entry)]
+        none, other = stats.no_drop_of(block), stats.best_other(block, exclude=entry)
+        train = [row.final_train_top1_error for row in entry.rows]
+        train_mean = None if any(value is None for value in train) else mean_and_std([100 * v for v in train])[0]
+        rows.append({
+            "method": group_label(entry), "drop": stats.drop_name(entry), "n": entry.n,
+            "seeds": list(entry.seeds),
+            "test_top1_error_mean": _percent(entry.top1_mean), "test_top1_error_std": _percent(entry.top1_std),
+            "train_top1_error_mean": _percent(train_mean),
+            "p_vs_none": None if entry is none else _p(stats.compare(entry, none)),
+            "best_other": None if other is None else group_label(other),
+            "p_vs_best_other": _p(stats.compare(entry, other)),
+            "flags": list(entry.flags),
+        })
+    return rows
+
+
+def write_summary(groups: Sequence[Group], path: Path, provenance: dict) -> Path:
+    """``path`` = {"provenance": ..., "units": ..., "rows": summary_rows(groups)} as JSON."""
+    payload = {"provenance": provenance, "units": "percent (test and train top-1 error)",
+               "rows": summary_rows(groups)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def mean_curve(entry: Group) -> list[tuple[int, float, float, float]]:
+    """[(epoch, mean, min, max)] of the test error (%) over the seeds that evaluated that epoch, all of them."""
+    by_epoch: dict[int, list[float]] = {}
+    for row in entry.rows:
+        for epoch, error in row.test_curve:
+            by_epoch.setdefault(epoch, []).append(100.0 * error)
+    return [(epoch, sum(values) / len(values), min(values), max(values))
+            for epoch, values in sorted(by_epoch.items()) if len(values) == entry.n]
+
+
+def plot_curves(groups: Sequence[Group], path: Path, title: str) -> Path:
+    """Test error over epochs, one line per group (mean over seeds) with its min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    for entry in groups:
+        curve = mean_curve(entry)
+        if not curve:
+            continue
+        epochs, means, lows, highs = zip(*curve, strict=True)
+        (line,) = axis.plot(epochs, means, label=f"{group_label(entry)} (n={entry.n})", linewidth=1.4)
+        axis.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("test top-1 error (%)")
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    _zoom_to_late_epochs(axis, groups)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _zoom_to_late_epochs(axis, groups: Sequence[Group]) -> None:
+    """Cut the y axis above the worst mean of the second half of training, where the methods differ."""
+    late = []
+    for curve in filter(None, map(mean_curve, groups)):
+        late += [mean for epoch, mean, _, _ in curve if epoch > curve[-1][0] / 2]
+    if late:
+        axis.set_ylim(bottom=max(0.0, min(late) - 5.0), top=max(late) + 8.0)

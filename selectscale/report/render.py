@@ -1,0 +1,196 @@
+"""Render groups as Markdown or LaTeX tables: measured errors beside the paper's, Welch p-values, and a
+comparison per block (SelectScale against no drop and against the best other method, the paper's ordering).
+
+Columns added for issue 12: ``p vs no drop`` and ``p vs best other`` on every row (Welch's two-sided test over
+per-seed errors, "n/a" below 2 seeds a side); with ``extra_columns`` also the best-epoch error (marked
+optimistic: it is chosen on the test data) and the min-max over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import stats
+from .tables import (
+    MEASURED_HEADER,
+    Group,
+    format_measured,
+    format_measured_top5,
+    format_schedule,
+    mean_and_std,
+    seed_count_flag,
+)
+
+BEST_EPOCH_HEADER = "best-epoch top-1 (%) (optimistic: chosen on test data)"
+RANGE_HEADER = "min-max over seeds (%)"
+COMPARISON_HEADER = ["block", "SelectScale row", "vs no drop: diff (pp), Welch", "best other",
+                     "vs best other: diff (pp), Welch", "ordering as paper"]
+
+
+def paper_value(paper: dict | None, key: tuple) -> str:
+    """The paper's number for a group key, looked up by the key tuple or, for one grouping key, its value."""
+    candidates = (key, key[0]) if len(key) == 1 else (key,)
+    for candidate in candidates:
+        if paper and paper.get(candidate) is not None:
+            return str(paper[candidate])
+    return "—"
+
+
+def _display(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def group_label(entry: Group) -> str:
+    """How a row is named in comparisons: its table row label, else its method keys (``selectscale 0.2/0.1``)."""
+    values = dict(zip(entry.by, entry.key, strict=True))
+    if values.get("row") is not None:
+        return str(values["row"])
+    parts = [str(values[name]) for name in ("drop", "top_rate", "retain_rate") if values.get(name) is not None]
+    return " ".join(parts) or "/".join(map(str, entry.key))
+
+
+def _best_epoch(entry: Group) -> str:
+    errors = [row.best_test_top1_error for row in entry.rows]
+    if entry.mixed_settings or any(error is None for error in errors):
+        return "n/a"
+    mean, std = mean_and_std([100.0 * error for error in errors])
+    return f"{mean:.2f} ({entry.n})" if std is None else f"{mean:.2f} ± {std:.2f} ({entry.n})"
+
+
+def _range(entry: Group) -> str:
+    errors = stats.group_errors(entry)
+    return "n/a" if not errors else f"{min(errors):.2f}-{max(errors):.2f}"
+
+
+def _p_columns(entry: Group, block: Sequence[Group]) -> list[str]:
+    none = stats.no_drop_of(block)
+    vs_none = "—" if entry is none or none is None else stats.format_p(stats.compare(entry, none))
+    other = stats.best_other(block, exclude=entry)
+    vs_other = "—" if other is None else f"{stats.format_p(stats.compare(entry, other))} ({group_label(other)})"
+    return [vs_none, vs_other]
+
+
+def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int | None,
+                paper_top5: dict | None = None, extra_columns: bool = False,
+                paper_header: str = "paper (%)") -> tuple[list[str], list[list[str]]]:
+    """The header and the cells (plain text) of the table shared by both renderers.
+
+    ``paper_top5`` (a dict like ``paper``, possibly empty) adds the measured and the paper's top-5 columns."""
+    by = groups[0].by if groups else ()
+    errors = [MEASURED_HEADER, paper_header]
+    if paper_top5 is not None:
+        errors = [MEASURED_HEADER, "paper top-1 (%)", MEASURED_HEADER.replace("top-1", "top-5"), "paper top-5 (%)"]
+    extra = [BEST_EPOCH_HEADER, RANGE_HEADER] if extra_columns else []
+    header = [*by, *errors, *extra, "p vs no drop", "p vs best other", "schedule (epochs)", "data", "hardware",
+              "flags"]
+    blocks = stats.blocks(groups)
+    body = []
+    for entry in groups:
+        flags = list(entry.flags)
+        seed_flag = seed_count_flag(entry.n, expected_seeds)
+        if seed_flag is not None and seed_flag not in flags:
+            flags.insert(0, seed_flag)
+        errors = [format_measured(entry), paper_value(paper, entry.key)]
+        if paper_top5 is not None:
+            errors += [format_measured_top5(entry), paper_value(paper_top5, entry.key)]
+        extra = [_best_epoch(entry), _range(entry)] if extra_columns else []
+        body.append([*map(_display, entry.key), *errors, *extra, *_p_columns(entry, blocks[stats.block_key(entry)]),
+                     format_schedule(entry), entry.data, "; ".join(sorted(entry.hardware)), "; ".join(flags)])
+    return header, body
+
+
+def _difference(entry: Group, other: Group | None) -> str:
+    if other is None or entry.top1_mean is None or other.top1_mean is None:
+        return "n/a"
+    result = stats.compare(entry, other)
+    test = "p n/a (< 2 seeds a side)" if result is None else (
+        f"t={result.t:.2f}, dof={result.dof:.1f}, {stats.format_p(result)}")
+    return f"{entry.top1_mean - other.top1_mean:+.2f}, {test}"
+
+
+def comparison_cells(groups: Sequence[Group], paper: dict | None) -> list[list[str]]:
+    """One line per SelectScale row of each block: against no drop, against the best other method, and
+    whether the block's rows are ordered as in the paper."""
+    body = []
+    for key, block in stats.blocks(groups).items():
+        values = {entry.key: stats.paper_number(paper_value(paper, entry.key)) for entry in block}
+        ordering = stats.ordering_as_paper(block, values, group_label)
+        for entry in (entry for entry in block if stats.drop_name(entry) == stats.SELECTIVE):
+            other = stats.best_other(block)
+            body.append([", ".join(map(str, key)) or "all", group_label(entry),
+                         _difference(entry, stats.no_drop_of(block)), "—" if other is None else group_label(other),
+                         _difference(entry, other), ordering])
+    return body
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(map(_markdown_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(map(_markdown_cell, cells)) + " |" for cells in body]
+
+
+def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
+                    title: str = "Results", provenance_lines: Sequence[str] = (),
+                    skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
+                    extra_columns: bool = False, paper_header: str = "paper (%)") -> str:
+    """A Markdown section: title, provenance lines, the table, the comparisons, and the left-out result files.
+
+    ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
+    header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
+    lines = [f"## {title}", ""]
+    if provenance_lines:
+        lines += [*(f"- {line}" for line in provenance_lines), ""]
+    lines += _markdown_table(header, body)
+    comparisons = comparison_cells(groups, paper)
+    if comparisons:
+        lines += ["", "Comparisons (Welch's unequal-variance t-test, two-sided, over per-seed last-epoch errors; "
+                  "diff = SelectScale minus the other, percentage points; best other = lowest mean of the methods "
+                  "that are neither no drop nor SelectScale):", ""]
+        lines += _markdown_table(COMPARISON_HEADER, comparisons)
+    if skipped:
+        lines += ["", f"> **Warning:** {len(skipped)} result file(s) left out of this table:", ">"]
+        lines += [f"> - Left out: {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "±": r"$\pm$", "—": "---", "<": r"$<$", ">": r"$>$"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX tabular cell (``±`` becomes ``$\\pm$``)."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def _latex_tabular(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline",
+             " & ".join(latex_escape(cell) for cell in header) + r" \\", r"\hline"]
+    return lines + [" & ".join(latex_escape(cell) for cell in cells) + r" \\" for cells in body] + [
+        r"\hline", r"\end{tabular}"]
+
+
+def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
+                 title: str = "Results", provenance_lines: Sequence[str] = (),
+                 skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
+                 extra_columns: bool = False, paper_header: str = "paper (%)") -> str:
+    """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), the comparisons, then the
+    left-out files."""
+    header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}", *_latex_tabular(header, body)]
+    comparisons = comparison_cells(groups, paper)
+    if comparisons:
+        lines += [r"\par\smallskip{\footnotesize Comparisons: Welch's t-test, two-sided, per-seed errors}\par",
+                  *_latex_tabular(COMPARISON_HEADER, comparisons)]
+    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in provenance_lines]
+    lines.append(r"\end{table}")
+    if skipped:
+        lines += [rf"% Warning: {len(skipped)} result file(s) left out of this table", r"\begin{itemize}"]
+        lines += [rf"\item Left out: {latex_escape(str(path))}: {latex_escape(reason)}" for path, reason in skipped]
+        lines.append(r"\end{itemize}")
+    return "\n".join(lines) + "\n"
