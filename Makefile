@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint demo demo-layers bench bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
-	cam-report
+	cam-report gpu-evidence-dry-run
 
 help: ## Show this help
 	@echo "usage: make <target>"
@@ -120,6 +120,11 @@ smoke-tables: $(INSTALLED) ## Every table and figure end to end on tiny syntheti
 	$(PY) train.py $(SMOKE_TRAIN) trainer.epochs=1 model=wrn20_4 drop=none output_dir=$(SMOKE_DIR)/fig3/base
 	$(PY) -m selectscale.figures fig3 $(SMOKE_DIR)/fig3/base --repeats 1 --out $(SMOKE_DIR)/results
 	test -s $(SMOKE_DIR)/results/fig3.png && test -s $(SMOKE_DIR)/results/fig3.md && rm -rf $(SMOKE_DIR)
+
+gpu-evidence-dry-run: $(INSTALLED) ## scripts/gpu_evidence.sh --dry-run: every step of the GPU evidence at toy size on the CPU
+	OUT=$(SMOKE_DIR)/gpu_evidence bash scripts/gpu_evidence.sh --dry-run
+	test -s $(SMOKE_DIR)/gpu_evidence/report.md && test -s $(SMOKE_DIR)/gpu_evidence/mini_cifar10/summary.json
+	rm -rf $(SMOKE_DIR)/gpu_evidence
 
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

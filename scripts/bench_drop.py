@@ -8,6 +8,9 @@ hits all of them alike; the median over rounds is reported, in milliseconds, wit
 
     python scripts/bench_drop.py                      # CPU, and CUDA when available
     python scripts/bench_drop.py --channels 16 64 --rounds 5 --device cpu
+
+``selectscale, topk ties (before)`` is the selection as it was before random tie-breaking (plain ``topk``), so
+the cost of breaking ties at random is read off one table.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from selectscale.drop import build_drop
+from selectscale.drop import build_drop, feature_map_scores
+from selectscale.drop.functional import num_top_maps
 
 METHODS = {
     "dropout": dict(retain_rate=0.9),
@@ -29,6 +33,22 @@ METHODS = {
     "selectout": dict(top_rate=0.2, retain_rate=0.9),
     "selectscale": dict(top_rate=0.2, retain_rate=0.1),
 }
+
+
+class TopkTiesSelectScale(nn.Module):
+    """SelectScale as it was before random tie-breaking (issue 12): ``torch.topk`` on the float scores, which
+    always takes the lowest channel index among ties. Kept here only as the speed reference."""
+
+    def __init__(self, top_rate: float, retain_rate: float) -> None:
+        super().__init__()
+        self.top_rate, self.retain_rate = top_rate, retain_rate
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        scores = feature_map_scores(y)
+        chosen = scores.topk(num_top_maps(self.top_rate, y.shape[1]), dim=1, sorted=False).indices
+        spread = 1.0 - self.retain_rate
+        factors = 1.0 + spread * (2.0 * torch.rand(chosen.shape, device=y.device) - 1.0)
+        return y * torch.ones_like(scores).scatter(1, chosen, factors).to(y.dtype)[:, :, None, None]
 
 
 class BareMultiply(nn.Module):
@@ -75,6 +95,7 @@ def bench_channels(channels: int, args: argparse.Namespace, device: torch.device
     grad = torch.randn(shape, device=device)
     modules: dict[str, nn.Module] = {"identity": nn.Identity(), "x * f": BareMultiply()}
     modules.update({name: build_drop(name, **kwargs) for name, kwargs in METHODS.items()})
+    modules["selectscale, topk ties (before)"] = TopkTiesSelectScale(**METHODS["selectscale"])
     modules["conv3x3"] = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
     steps = {name: _forward_backward(m.to(device).train(), x, grad) for name, m in modules.items()}
     timer = _timer(device)

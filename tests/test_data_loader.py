@@ -210,6 +210,7 @@ def test_requested_dtype_and_memory_format(dtype, channels_last, train):
     torch.testing.assert_close(out.float(), reference, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_equal_cpu_batches():
     images = random_images(512)

@@ -167,6 +167,7 @@ def test_build_drop_knows_every_name():
         assert isinstance(make(name), DROP_LAYERS[name])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks for host-device synchronisation")
 @pytest.mark.parametrize("name", METHODS)
 def test_cuda_forward_backward_without_host_sync(name):
