@@ -143,3 +143,94 @@ def test_an_unwritable_run_directory_is_refused(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="not writable"):
         fit(make_cfg(blocker / "run"))
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused_naming_the_holder(tmp_path):
+    """Issue 13: one writer per run directory. The lock is a flock: a second open file (here, in this process)
+    conflicts as another process would; the run directory is left exactly as it was."""
+    from selectscale.engine.runlock import LOCK_FILE, RunDirLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with RunDirLock(run_dir):
+        before = snapshot(run_dir)
+        with pytest.raises(ConfigError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            fit(make_cfg(run_dir, "trainer.epochs=1"))
+        assert snapshot(run_dir) == before
+    assert not (run_dir / LOCK_FILE).exists()  # released and removed
+    fit(make_cfg(run_dir, "trainer.epochs=1"))  # free again: the run goes ahead
+    assert not (run_dir / LOCK_FILE).exists() and (run_dir / "result.json").exists()
+
+
+def test_a_killed_holder_leaves_no_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from selectscale.engine.runlock import LOCK_FILE, RunDirLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    code = ("import sys, time; from pathlib import Path; from selectscale.engine.runlock import RunDirLock; "
+            f"RunDirLock(Path({str(run_dir)!r})).acquire(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
+        RunDirLock(run_dir).acquire()
+    holder.kill()
+    holder.wait()
+    assert (run_dir / LOCK_FILE).exists()  # the file stays after SIGKILL, the lock does not
+    RunDirLock(run_dir).acquire().release()
+
+
+def interrupted_run(run_dir: Path, *overrides: str) -> None:
+    """A 2-epoch run stopped by SIGTERM at step 6 (epoch 2, 4 steps an epoch): checkpoint and config.yaml."""
+    patch = pytest.MonkeyPatch()
+    interrupt_at_step(patch, 6)
+    try:
+        with pytest.raises(Preempted):
+            fit(make_cfg(run_dir, "trainer.epochs=2", *overrides))
+    finally:
+        patch.undo()
+
+
+def test_resume_without_config_yaml_still_refuses_other_settings(tmp_path):
+    """Issue 13: the checkpoint carries its settings, so a lost config.yaml cannot let lr 0.05 finish a 0.1 run."""
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir)
+    (run_dir / "config.yaml").unlink()
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=r"schedule.lr=0.05 \(saved: 0.1\)"):
+        fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto", "schedule.lr=0.05"))
+    assert snapshot(run_dir) == before
+    fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))  # the same settings resume
+    assert json.loads((run_dir / "result.json").read_text())["complete"] is True
+
+
+@pytest.mark.parametrize("content, message", [("a: [1, 2\n", "is unreadable"), ("- 1\n- 2\n", "holds no settings")])
+def test_a_damaged_config_yaml_is_one_line_naming_it(tmp_path, content, message):
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir)
+    (run_dir / "config.yaml").write_text(content)
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=message) as raised:
+        fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
+    assert "config.yaml" in str(raised.value) and "\n" not in str(raised.value)
+    assert snapshot(run_dir) == before
+
+
+def test_a_checkpoint_of_another_model_or_without_keys_is_refused_in_one_line(tmp_path):
+    from selectscale.engine.checkpoint import save_checkpoint
+    from selectscale.models import create_model
+
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir)
+    state = load_checkpoint(run_dir)
+    state["model"] = create_model("resnet8", 10).state_dict()
+    save_checkpoint(state, run_dir)
+    with pytest.raises(ConfigError, match="does not fit this model") as raised:
+        fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
+    assert "\n" not in str(raised.value)
+    del state["optimizer"], state["epoch"]
+    save_checkpoint(state, run_dir)
+    with pytest.raises(ConfigError, match="lacks optimizer, epoch"):
+        fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))

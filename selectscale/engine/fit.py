@@ -25,6 +25,7 @@ from .config import ConfigError, validate
 from .data_setup import build_data
 from .records import MetricsLogger, read_metrics, truncate_metrics
 from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
+from .runlock import RunDirLock
 from .signals import Preempted, PreemptionFlag
 from .steps import StepContext, evaluate, train_epoch
 
@@ -42,11 +43,18 @@ def fit(cfg: DictConfig) -> dict:
             log.info("run directory %s already holds a complete run; nothing to do", run_dir)
             return read_result(run_dir)
         created = ctx.is_main and not run_dir.exists()
-        if ctx.is_main:
-            rundir.check_writable(run_dir)
+        lock = RunDirLock(run_dir)
         try:
+            if ctx.is_main:
+                rundir.check_writable(run_dir)
+                lock.acquire()  # one writer per run directory, for the whole run
+                if rundir.check_run_dir(run_dir, cfg) == "complete":  # again, under the lock: another may have written
+                    raise ConfigError(f"run directory {run_dir} was completed by another process meanwhile; "
+                                      "nothing to do")
             trainer = Trainer(cfg, ctx, run_dir)  # data and model: bad files fail here, before anything is written
+            trainer.resume()  # a checkpoint of other settings is refused before config.yaml or train.log exist
         except BaseException:
+            lock.release()
             if created:
                 rundir.remove_if_empty(run_dir)
             raise
@@ -55,6 +63,7 @@ def fit(cfg: DictConfig) -> dict:
             return trainer.run()
         finally:
             rundir.release_log(log_handler)
+            lock.release()
     finally:
         distributed.teardown()
 
@@ -100,6 +109,7 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.trainer.max_steps_per_epoch)
         self.epoch, self.next_batch, self.global_step, self.wall_time = 0, 0, 0, 0.0
         self.partial: dict | None = None  # this rank's sums of an epoch interrupted mid-way
+        self.resume_note: str | None = None
         self.code = git_commit()  # the code version, recorded in every result.json
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -128,7 +138,8 @@ class Trainer:
         state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), epoch=self.epoch,
                      next_batch=self.next_batch, global_step=self.global_step, wall_time=self.wall_time,
                      world_size=self.ctx.world_size, cpu_rng=rng_states, partial=partials,
-                     cuda_rng=torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None)
+                     cuda_rng=torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None,
+                     config=OmegaConf.to_yaml(self.cfg, resolve=True))  # resume checks it even without config.yaml
         save_checkpoint(state, self.run_dir)
 
     def resume(self) -> None:
@@ -139,11 +150,11 @@ class Trainer:
             if self.ctx.is_main:
                 truncate_metrics(self.run_dir, 0)
             return
+        rundir.check_checkpoint_settings(self.run_dir, state, self.cfg)
         if state["world_size"] != self.ctx.world_size:
             raise ConfigError(f"trainer.resume=auto: the checkpoint in {self.run_dir} was written by "
                              f"{state['world_size']} processes, not {self.ctx.world_size}; resume with the same count")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        rundir.load_weights(self.run_dir, self.model, self.optimizer, state)
         self.epoch, self.next_batch = state["epoch"], state["next_batch"]
         self.global_step, self.wall_time = state["global_step"], state["wall_time"]
         self.partial = state["partial"][self.ctx.rank] if state["partial"] is not None else None
@@ -152,11 +163,12 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.ctx.device)
         if self.ctx.is_main:
             truncate_metrics(self.run_dir, self.epoch)
-        log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.epoch + 1, self.next_batch)
+        self.resume_note = f"resumed {self.run_dir} at epoch {self.epoch + 1}, batch {self.next_batch}"
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        self.resume()
+        if self.resume_note:
+            log.info("%s", self.resume_note)  # now that train.log is attached
         logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
         step_ctx = StepContext(self.cfg, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
                                self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)

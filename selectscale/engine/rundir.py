@@ -21,6 +21,9 @@ from .config import ConfigError
 from .results import read_result
 
 CONFIG_FILE = "config.yaml"
+# What a resumable checkpoint holds (Trainer.save); "config" is optional (older checkpoints lack it).
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "next_batch", "global_step", "wall_time", "world_size", "cpu_rng",
+                   "partial", "cuda_rng")
 # Keys that may differ between a run and its resumption: where things are and how they are shown,
 # not what is computed.
 RESUMABLE_DIFFERENCES = {
@@ -83,15 +86,60 @@ def _read_result_or_refuse(run_dir: Path) -> dict | None:
                           "directory; nothing was changed") from error
 
 
-def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
-    saved_path = run_dir / CONFIG_FILE
+def load_saved_config(saved_path: Path) -> DictConfig | None:
+    """The config saved in ``saved_path`` (None if there is none); ConfigError if it is not a YAML mapping."""
     if not saved_path.exists():
-        return
-    differences = config_differences(OmegaConf.load(saved_path), cfg)
+        return None
+    try:
+        saved = OmegaConf.load(saved_path)
+    except Exception as error:  # noqa: BLE001  (YAML parse errors, undecodable bytes, a folder)
+        raise ConfigError(f"{saved_path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+                          "restore it or move the run directory away; nothing was changed") from error
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"{saved_path} holds no settings (a YAML mapping was expected); restore it or move the "
+                          "run directory away; nothing was changed")
+    return saved
+
+
+def _refuse_differences(saved: DictConfig, cfg: DictConfig, where: Path) -> None:
+    differences = config_differences(saved, cfg)
     if differences:
         shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
-        raise ConfigError(f"trainer.resume=auto: the config differs from the one saved in {saved_path} in {shown}; "
+        raise ConfigError(f"trainer.resume=auto: the config differs from the one saved in {where} in {shown}; "
                           "resume with the same settings or start a new run directory")
+
+
+def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
+    saved = load_saved_config(run_dir / CONFIG_FILE)
+    if saved is not None:
+        _refuse_differences(saved, cfg, run_dir / CONFIG_FILE)
+
+
+def check_checkpoint_settings(run_dir: Path, state: dict, cfg: DictConfig) -> None:
+    """Resume only with the settings the checkpoint was trained with: those it carries (checked even when
+    config.yaml is gone), or config.yaml's; refuse when neither records them."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ConfigError(f"the checkpoint in {run_dir} lacks {', '.join(missing)}: it was not written by this "
+                          "trainer (or is damaged); move it away or start a new run directory")
+    carried = state.get("config")
+    if isinstance(carried, str):
+        _refuse_differences(OmegaConf.create(carried), cfg, run_dir / "checkpoint.pt")
+    elif not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"trainer.resume=auto: {run_dir} has a checkpoint but no {CONFIG_FILE}, and the checkpoint "
+                          "predates carrying its settings, so nothing shows what it was trained with; restore "
+                          f"{CONFIG_FILE} or start a new run directory")
+
+
+def load_weights(run_dir: Path, model, optimizer, state: dict) -> None:
+    """Load a checkpoint's model and optimizer state; ConfigError (one line) if it belongs to another model."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"the checkpoint in {run_dir} does not fit this model and optimizer ({first}); it was "
+                          "written by another setting: start a new run directory") from error
 
 
 def check_writable(run_dir: Path) -> None:
