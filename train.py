@@ -8,14 +8,17 @@ Hydra composes configs/ (see `python train.py --help`, `--cfg job` prints the re
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from selectscale.cli import (
     KNOWN_FAILURES,
+    SweepRecord,
     composition_error,
     final_summary,
     remove_if_empty,
@@ -24,19 +27,35 @@ from selectscale.cli import (
 )
 from selectscale.engine import fit, register_configs
 from selectscale.engine.rundir import resolve_run_dir
+from selectscale.engine.signals import Preempted
 
 register_configs()
 STARTED = time.time()  # folders changed after this (Hydra makes its run folder later) are this process's
 
 
+SWEEP = SweepRecord()  # a multirun's jobs: one that fails is recorded and the next one still runs
+
+
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    SWEEP.jobs += 1
     try:
         result = fit(cfg)
+    except Preempted as error:  # the whole process is being stopped: the sweep ends here, resumably
+        sys.exit(report_failure(error))
     except KNOWN_FAILURES as error:
         remove_if_empty(resolve_run_dir(cfg))  # Hydra created it before the run was refused
-        sys.exit(report_failure(error))
+        status = report_failure(error)
+        if not multirun:
+            sys.exit(status)
+        return SWEEP.failed(str(resolve_run_dir(cfg)), status, error)
+    except Exception as error:
+        if not multirun:
+            raise
+        traceback.print_exc()  # an unexpected crash: its traceback, then the sweep goes on
+        return SWEEP.failed(str(resolve_run_dir(cfg)), 1, error)
     finally:
         if cfg.output_dir is not None:  # the run lives in output_dir: drop the empty folders Hydra made
             for folder in (hydra_dir, hydra_dir.parent):  # its run folder, then the date folder above it
@@ -53,3 +72,4 @@ if __name__ == "__main__":
     if "--cfg" in sys.argv and "--resolve" not in sys.argv:
         sys.argv.append("--resolve")  # print the recipe with every value worked out
     main()
+    sys.exit(SWEEP.finish())

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selectscale.data.cifar import CifarFormatError
@@ -41,6 +42,30 @@ def report_failure(error: BaseException) -> int:
     prefix = "stopped" if isinstance(error, Preempted) else "error"
     print(f"{prefix}: {' '.join(str(error).split())}", file=sys.stderr)
     return code
+
+
+@dataclass
+class SweepRecord:
+    """The jobs of one multirun process and the ones that failed, so that a failed job never stops the
+    jobs after it: the sweep goes on, then ends with one line per failure and a non-zero status."""
+
+    jobs: int = 0
+    failures: list[str] = field(default_factory=list)
+    status: int = 0
+
+    def failed(self, job: str, status: int, error: BaseException) -> None:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        self.failures.append(f"{job}: exit {status}: {reason}")
+        self.status = max(self.status, status)
+
+    def finish(self) -> int:
+        """Print the failures (if any) on stderr; the exit status of the whole sweep."""
+        if self.failures:
+            print(f"error: {len(self.failures)} of {self.jobs} jobs of this sweep failed (the others ran):",
+                  file=sys.stderr)
+            for line in self.failures:
+                print(f"  {line}", file=sys.stderr)
+        return self.status
 
 
 def final_summary(result: dict, run_dir) -> str:

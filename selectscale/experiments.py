@@ -186,13 +186,16 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
     if parallel is not None:
         run_table_parallel(table, runs, seeds, epochs, data, extra, parallel, snapshots)
         return
-    for row in table.rows:
+    failed = []
+    for row in table.rows:  # a failed row (its multirun lists its failed seeds) does not stop the rows after it
         command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra, snapshots)
         print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
         done = subprocess.run(command, cwd=REPO)
         if done.returncode != 0:
-            raise ExperimentError(f"{table.name} row {row.label} failed (exit {done.returncode}); fix it and run "
-                                  "the same target again: finished runs are kept and skipped")
+            failed.append(f"{row.label} (exit {done.returncode})")
+    if failed:
+        raise ExperimentError(f"{table.name}: rows {', '.join(failed)} had failed runs (listed above); fix them and "
+                              "run the same target again: finished runs are kept and skipped")
 
 
 def _table_groups(table: Table, runs: Path, seeds: int) -> tuple[list, dict, dict, list]:

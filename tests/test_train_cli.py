@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from selectscale.engine import register_configs
+
 REPO = Path(__file__).resolve().parents[1]
+register_configs()  # the in-process composition checks below compose configs/train.yaml
 
 
 def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -77,3 +80,20 @@ def test_a_run_dir_that_cannot_be_created_is_named(tmp_path):
     assert run_dir_error([f"hydra.run.dir={tmp_path}/blocker/run"]).endswith("is a file, not a folder; choose "
                                                                               "another hydra.run.dir")
     assert run_dir_error([f"hydra.run.dir={tmp_path}/new/run", "hydra.sweep.dir=${now:%H}"]) is None
+
+
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    """Issue 13: seed=1's directory already holds a complete run, so that job is refused (exit 2); seeds 0 and 2
+    still train, and the sweep ends non-zero with one line naming the failed job and why."""
+    tiny = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=16",
+            "trainer.epochs=1", "trainer.device=cpu", "trainer.progress_bar=false", "model=resnet8"]
+    sweep = [f"hydra.sweep.dir={tmp_path}/sweep", "hydra.sweep.subdir=seed${seed}"]
+    first = train(*tiny, "seed=1", f"output_dir={tmp_path}/sweep/seed1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    done = train("-m", *tiny, "seed=0,1,2", *sweep, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    for seed in (0, 2):
+        assert (tmp_path / "sweep" / f"seed{seed}" / "result.json").is_file()
+    summary = done.stderr[done.stderr.index("1 of 3 jobs of this sweep failed"):].splitlines()
+    assert len(summary) == 2 and f"{tmp_path}/sweep/seed1: exit 2: run directory" in summary[1]
+    assert "already holds a complete run" in summary[1]
