@@ -19,7 +19,7 @@ from selectscale.data.download import DownloadError
 from selectscale.data.imagenet import BadImageError
 from selectscale.engine.checkpoint import CheckpointError
 from selectscale.engine.config import ConfigError
-from selectscale.engine.rundir import remove_if_empty  # noqa: F401  (train.py's import)
+from selectscale.engine.rundir import enclosing_run, remove_if_empty  # noqa: F401  (train.py's import)
 from selectscale.engine.signals import Preempted
 from selectscale.engine.steps import NonFiniteLossError
 
@@ -190,4 +190,6 @@ def run_dir_error(argv: list[str]) -> str | None:
             return f"{key}={value}: {existing} is a file, not a folder; choose another {key}"
         if not os.access(existing, os.W_OK | os.X_OK):
             return f"{key}={value}: {existing} is not writable; choose another {key}"
+        if (inside := enclosing_run(Path(value))) is not None:  # before Hydra makes the folder in it
+            return f"{key}={value}: run directory {value} is inside the run directory {inside}; choose another {key}"
     return None

@@ -7,6 +7,7 @@ and what is allowed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +205,43 @@ def validate_trainer(trainer: DictConfig, world_size: int) -> None:
         _fail("trainer.nesterov", True, "Nesterov momentum needs trainer.momentum > 0")
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_numbers(node, prefix: str = "") -> None:
+    """Every float of the config finite and every integer inside int64 (what torch accepts), or ConfigError:
+    a NaN learning rate would otherwise be blamed on the loss, a NaN ramp silently disable the curriculum."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict | list):
+            check_numbers(value, f"{dotted}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            _fail(dotted, value, "it must be a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            _fail(dotted, value, "it is beyond the 64-bit integers torch accepts")
+
+
+def validate_devices(trainer: DictConfig) -> None:
+    """A CUDA device asked for where there is none (or not that many) is a one-line error, not a traceback."""
+    device = str(trainer.device)
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
+    if index >= count:
+        _fail("trainer.device", device, f"this machine has {count} CUDA device(s); use trainer.device=auto or cpu")
+
+
+def validate_dataset_files(dataset: DictConfig) -> None:
+    """The file-system check, after every value check (a user with two mistakes hears of both in turn)."""
+    if dataset.name != "synthetic" and not dataset.download and not Path(dataset.root).is_dir():
+        _fail("dataset.root", dataset.root,
+              f"the folder does not exist; point dataset.root at the folder holding the {dataset.name} files")
+
+
 def validate_dataset(dataset: DictConfig) -> None:
     _check_choice("dataset.name", dataset.name, DATASETS)
     _check_choice("dataset.on_bad_image", dataset.on_bad_image, ("fail", "skip"))
@@ -213,13 +251,12 @@ def validate_dataset(dataset: DictConfig) -> None:
                 _fail(f"dataset.{key}", dataset[key], "it must be >= 1")
         if dataset.num_classes < 2:
             _fail("dataset.num_classes", dataset.num_classes, "it must be >= 2")
-    elif not dataset.download and not Path(dataset.root).is_dir():
-        _fail("dataset.root", dataset.root,
-              f"the folder does not exist; point dataset.root at the folder holding the {dataset.name} files")
 
 
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
-    """Check every value and every rule that spans groups; raise ConfigError on the first problem."""
+    """Check every value and every rule that spans groups, then the file system and the devices; raise
+    ConfigError on the first problem."""
+    check_numbers(OmegaConf.to_container(cfg, resolve=True))
     validate_dataset(cfg.dataset)
     _check_choice("model.name", cfg.model.name, list_models())
     if cfg.model.shortcut is not None:
@@ -235,3 +272,5 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     validate_schedule(cfg)
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "it must be >= 0")
+    validate_dataset_files(cfg.dataset)
+    validate_devices(cfg.trainer)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from selectscale.data import build_dataset, build_loaders
 
+from .config import ConfigError
 from .distributed import DistContext
 
 
@@ -24,6 +25,9 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> DataBundle:
     data = cfg.dataset
     bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
                            num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image)
+    if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
+                          f"({len(bundle.train)} images): no full batch fits; lower trainer.batch_size")
     # Inputs stay float32: under bf16 autocast the first convolution casts them itself.
     train, test = build_loaders(bundle, cfg.trainer.batch_size // ctx.world_size, seed=cfg.seed, device=ctx.device,
                                 rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last,

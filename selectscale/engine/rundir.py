@@ -75,7 +75,25 @@ def check_run_dir(run_dir: Path, cfg: DictConfig) -> str:
                               "trainer.resume=auto, or choose another directory; nothing was changed")
         _check_same_config(run_dir, cfg)
         return "resume"
+    _refuse_nested(run_dir)
     return "new"
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run directory that ``path`` lies inside (a folder above it with config.yaml and a result or
+    checkpoint), or None."""
+    for parent in Path(path).absolute().parents:
+        if (parent / CONFIG_FILE).is_file() and ((parent / "result.json").is_file() or has_checkpoint_files(parent)):
+            return parent
+    return None
+
+
+def _refuse_nested(run_dir: Path) -> None:
+    """A new run inside another run's directory would mix its files into that run's: refuse it."""
+    parent = enclosing_run(run_dir)
+    if parent is not None:
+        raise ConfigError(f"run directory {run_dir} is inside the run directory {parent}: choose a directory "
+                          "outside it; nothing was changed")
 
 
 def _read_result_or_refuse(run_dir: Path) -> dict | None:
