@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -234,3 +235,37 @@ def test_a_checkpoint_of_another_model_or_without_keys_is_refused_in_one_line(tm
     save_checkpoint(state, run_dir)
     with pytest.raises(ConfigError, match="lacks optimizer, epoch"):
         fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
+
+
+def test_a_damaged_last_metrics_line_is_dropped_and_the_run_resumes(tmp_path):
+    """A kill mid-write leaves half a line at the end of metrics.jsonl: safe to drop (that epoch is redone)."""
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir)
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 2, "train_lo')
+    fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
+    assert [record["epoch"] for record in metrics(run_dir)] == [1, 2]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("metrics-middle", "metrics.jsonl line 1 is damaged"),
+    ("result-array", "result.json is unreadable (not a JSON object but a list)"),
+    ("tensorboard-file", "tensorboard is a file where the run keeps its tensorboard folder"),
+])
+def test_damaged_run_files_are_one_line_and_change_nothing(tmp_path, damage, message):
+    run_dir = tmp_path / "run"
+    interrupted_run(run_dir)
+    if damage == "metrics-middle":
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        (run_dir / "metrics.jsonl").write_text("\n".join(["garbage", *lines]) + "\n")
+    elif damage == "result-array":
+        (run_dir / "result.json").write_text("[]")
+    else:
+        import shutil
+
+        shutil.rmtree(run_dir / "tensorboard")
+        (run_dir / "tensorboard").write_text("not a folder")
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
+    assert "\n" not in str(raised.value) and snapshot(run_dir) == before

@@ -190,3 +190,27 @@ def test_unknown_group_key_and_missing_root_fail_loudly(tmp_path):
         group([], by=("colour",))
     with pytest.raises(FileNotFoundError):
         collect([tmp_path / "nowhere"])
+
+
+@pytest.mark.parametrize("name, payload, reason", [
+    ("undecodable", b"\xff\xfe{\x00garbage", "not UTF-8 text"),
+    ("deep", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("model-not-a-mapping", json.dumps(make_result(**{"config.model": 5})), "config.model.name"),
+    ("drop-a-list", json.dumps(make_result(**{"config.drop": [1, 2]})), "config.drop.name"),
+    ("name-a-number", json.dumps(make_result(**{"config.model.name": 7})), "not a name"),
+    ("negative-epochs", json.dumps(make_result(**{"config.trainer.epochs": -3})), "not an integer >= 1"),
+    ("absurd-rate", json.dumps(make_result(**{"config.drop.top_rate": 7.5})), "not a rate in [0, 1]"),
+    ("nan-error", json.dumps(make_result(top1=float("nan"))), "not a fraction"),
+    ("an-array", "[]", "not a JSON object"),
+])
+def test_the_report_never_crashes_on_a_bad_result_file(three_seeds, name, payload, reason):
+    """Issue 13: one bad result.json is left out with its reason; the rest still renders."""
+    root, _ = three_seeds
+    run_dir = root / name
+    run_dir.mkdir()
+    path = run_dir / RESULT_FILE
+    path.write_bytes(payload) if isinstance(payload, bytes) else path.write_text(payload)
+    collection = collect([root])
+    assert len(collection.rows) == 3 and reason in skipped_reasons(collection)[name]
+    text = render_markdown(group(collection.rows, ("model", "drop")), skipped=collection.skipped)
+    assert f"Left out: {path}" in text and "(3)" in text

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError
+from .config import ConfigError
 from .results import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
@@ -75,10 +76,35 @@ def summary_line(record: dict) -> str:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The epoch records of metrics.jsonl. A damaged last line (a write cut short by a kill) is dropped with a
+    warning: a resume writes that epoch again. A damaged line before it raises ConfigError naming it."""
     path = run_dir / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is unreadable ({error}); move it away to resume without its history") from error
+    records = []
+    for number, line in enumerate(lines, start=1):
+        record = _parse_record(line)
+        if record is not None:
+            records.append(record)
+        elif number == len(lines):
+            log.warning("%s: its last line is damaged (a write cut short); dropping it, the epoch is trained again",
+                        path)
+        else:
+            raise ConfigError(f"{path} line {number} is damaged (not an epoch record); fix or delete that line, "
+                              "or move the file away to resume without its history; nothing was changed")
+    return records
+
+
+def _parse_record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

@@ -53,7 +53,14 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def read_result(run_dir: Path) -> dict | None:
+    """The run's result.json, or None if there is none; ValueError (with the reason) if it is not a JSON object."""
     path = run_dir / RESULT_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text())
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"not readable JSON: {type(error).__name__}") from error
+    if not isinstance(result, dict):
+        raise ValueError(f"not a JSON object but a {type(result).__name__}")
+    return result

@@ -59,8 +59,15 @@ def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
             if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]
 
 
+OUTPUT_FOLDERS = ("tensorboard", "snapshots")  # written as folders: a file in their place is refused
+
+
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> str:
     """Decide how to start: ``"new"``, ``"resume"`` or ``"complete"``; raise ConfigError to refuse."""
+    for name in OUTPUT_FOLDERS:
+        if (run_dir / name).exists() and not (run_dir / name).is_dir():
+            raise ConfigError(f"{run_dir / name} is a file where the run keeps its {name} folder: move it away; "
+                              "nothing was changed")
     result = _read_result_or_refuse(run_dir)
     resuming = cfg.trainer.resume == "auto"
     if result is not None and result.get("complete"):

@@ -135,10 +135,24 @@ def _check_values(result: dict) -> None:
         raise UnusableResult(f"test_top1_error is {top1!r}, not a fraction in [0, 1]")
     if top5 is not None and (not _is_number(top5) or not 0.0 <= top5 <= 1.0):
         raise UnusableResult(f"test_top5_error is {top5!r}, not a fraction in [0, 1] or null")
-    for name in ("seed", "world_size", "dataset.train_size", "config.trainer.epochs", "config.trainer.batch_size"):
+    for name, lowest in (("seed", 0), ("world_size", 1), ("dataset.train_size", 1), ("config.trainer.epochs", 1),
+                         ("config.trainer.batch_size", 1)):
         value = _lookup(result, name)[1]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UnusableResult(f"{name} is {value!r}, not an integer")
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise UnusableResult(f"{name} is {_short(value)}, not an integer >= {lowest}")
+    for name in ("dataset.name", "config.model.name", "config.drop.name", "config.curriculum.name",
+                 "config.schedule.name"):
+        if not isinstance(_lookup(result, name)[1], str):
+            raise UnusableResult(f"{name} is {_short(_lookup(result, name)[1])}, not a name")
+    for name in ("config.drop.top_rate", "config.drop.retain_rate"):
+        value = _lookup(result, name)[1]
+        if value is not None and (not _is_number(value) or not 0.0 <= value <= 1.0):
+            raise UnusableResult(f"{name} is {_short(value)}, not a rate in [0, 1] or null")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_result(result: Any) -> None:
@@ -207,11 +221,19 @@ def read_row(path: Path) -> RunRow:
         text = path.read_text()
     except OSError as error:
         raise UnusableResult(f"unreadable: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UnusableResult(f"not UTF-8 text (byte {error.start}): not a result.json") from error
     try:
         result = json.loads(text)
     except json.JSONDecodeError as error:
         raise UnusableResult(f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
-    return with_metrics(row_from_result(path, result), path.with_name(METRICS_FILE))
+    except RecursionError as error:
+        raise UnusableResult("nested too deeply to be a result.json") from error
+    try:
+        row = row_from_result(path, result)
+    except (TypeError, KeyError, AttributeError) as error:  # a field of the wrong kind where a mapping belongs
+        raise UnusableResult(f"a field has the wrong type ({type(error).__name__}: {_short(str(error))})") from error
+    return with_metrics(row, path.with_name(METRICS_FILE))
 
 
 def find_result_files(roots: list[Path]) -> list[Path]:
