@@ -41,13 +41,14 @@ def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     SWEEP.jobs += 1
+    refused = False
     try:
         result = fit(cfg)
     except Preempted as error:  # the whole process is being stopped: the sweep ends here, resumably
         sys.exit(report_failure(error))
     except KNOWN_FAILURES as error:
         remove_if_empty(resolve_run_dir(cfg))  # Hydra created it before the run was refused
-        status = report_failure(error)
+        refused, status = True, report_failure(error)
         if not multirun:
             sys.exit(status)
         return SWEEP.failed(str(resolve_run_dir(cfg)), status, error)
@@ -57,7 +58,7 @@ def main(cfg: DictConfig) -> None:
         traceback.print_exc()  # an unexpected crash: its traceback, then the sweep goes on
         return SWEEP.failed(str(resolve_run_dir(cfg)), 1, error)
     finally:
-        if cfg.output_dir is not None:  # the run lives in output_dir: drop the empty folders Hydra made
+        if cfg.output_dir is not None or (refused and not multirun):  # drop the empty folders Hydra made
             for folder in (hydra_dir, hydra_dir.parent):  # its run folder, then the date folder above it
                 if folder.is_dir() and folder.stat().st_mtime >= STARTED:  # made or changed by this process
                     remove_if_empty(folder)
@@ -66,7 +67,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    problem = run_dir_error(sys.argv[1:]) or composition_error(sys.argv[1:], Path(__file__).parent / "configs")
+    configs = Path(__file__).parent / "configs"
+    problem = run_dir_error(sys.argv[1:], configs) or composition_error(sys.argv[1:], configs)
     if problem:  # Hydra's own report of this is several lines with exit status 1
         sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     if "--cfg" in sys.argv and "--resolve" not in sys.argv:

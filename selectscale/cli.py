@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ def final_summary(result: dict, run_dir) -> str:
     top1 = 100 * result["test_top1_error"]
     return (f"final test error (last epoch {result['epochs_completed']}): top-1 {top1:.2f}%, "
             f"top-5 {100 * result['test_top5_error']:.2f}% on {data['test_size']} {data['name']} test images "
-            f"({official})\nrun directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir}/tensorboard")
+            f"({official})\nrun directory: {run_dir}\nTensorBoard: tensorboard --logdir "
+            f"{shlex.quote(f'{run_dir}/tensorboard')}")
 
 
 # Hydra command-line flags: those after which nothing is composed as usual (skip the check), and those
@@ -174,22 +176,67 @@ def _culprit(error: Exception, overrides: list[str]) -> str:
     return " ".join(overrides)
 
 
-def run_dir_error(argv: list[str]) -> str | None:
-    """One line if ``hydra.run.dir`` / ``hydra.sweep.dir`` on the command line cannot be created (Hydra
-    would fail with a traceback and status 1): a file in the way, or a folder that is not writable."""
-    import os
-
+def run_dir_error(argv: list[str], config_dir: Path | None = None) -> str | None:
+    """One line if ``hydra.run.dir`` / ``hydra.sweep.dir`` / ``output_dir`` on the command line cannot be used
+    (Hydra would fail with a traceback and status 1): a value Hydra cannot parse (non-ASCII unquoted), an
+    interpolation that does not resolve, a file or a dangling link in the way, a folder that is not writable,
+    or a place inside another run's directory."""
     for argument in argv:
         key, _, value = argument.lstrip("+").partition("=")
-        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+        if key not in ("hydra.run.dir", "hydra.sweep.dir", "output_dir") or not value:
             continue
-        existing = Path(value).absolute()
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            return f"{key}={value}: {existing} is a file, not a folder; choose another {key}"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"{key}={value}: {existing} is not writable; choose another {key}"
-        if (inside := enclosing_run(Path(value))) is not None:  # before Hydra makes the folder in it
-            return f"{key}={value}: run directory {value} is inside the run directory {inside}; choose another {key}"
+        problem = _unparsable(key, value, argument) or (
+            _unresolvable(key, value, argument, config_dir) if "${" in value else _path_problem(key, value))
+        if problem:
+            return problem
+    return None
+
+
+def _unparsable(key: str, value: str, argument: str) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        OverridesParser.create().parse_overrides([argument])
+    except OverrideParseException as error:
+        return (f"{key}={value}: Hydra cannot parse this value ({str(error).splitlines()[0][:100]}); quote it, "
+                f"e.g. '{key}=\"{value}\"' (single quotes around the whole argument)")
+    return None
+
+
+def _unresolvable(key: str, value: str, argument: str, config_dir: Path | None) -> str | None:
+    """An interpolation in the path that names no key (Hydra's own runtime keys resolve later: not checked)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if config_dir is None:
+        return None
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[argument], return_hydra_config=True)
+        OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except OmegaConfBaseException as error:
+        return f"{key}={value}: {str(error).splitlines()[0]}; fix the ${{...}} interpolation"
+    except Exception:  # noqa: BLE001  (anything else: Hydra reports it itself)
+        return None
+    return None
+
+
+def _path_problem(key: str, value: str) -> str | None:
+    import os
+
+    path = Path(value).absolute()
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            return f"{key}={value}: {link} is a link to {os.readlink(link)}, which does not exist; fix or remove it"
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{key}={value}: {existing} is a file, not a folder; choose another {key}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}={value}: {existing} is not writable; choose another {key}"
+    if (inside := enclosing_run(path)) is not None:  # before Hydra makes the folder in it
+        return f"{key}={value}: run directory {value} is inside the run directory {inside}; choose another {key}"
     return None

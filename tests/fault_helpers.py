@@ -136,8 +136,8 @@ def dir_state(path: Path) -> dict[str, tuple[int, int]]:
     """{relative path: (size, mtime_ns)} of every file and folder under ``path`` (empty if it is absent)."""
     if not path.exists():
         return {}
-    return {str(p.relative_to(path)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
-            for p in sorted(path.rglob("*"))}
+    return {str(p.relative_to(path)): (p.stat().st_size if p.is_file() else -1, p.lstat().st_mtime_ns)
+            for p in sorted(path.rglob("*"))}  # lstat: a dangling link is a thing in the folder too
 
 
 _WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")

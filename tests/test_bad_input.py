@@ -73,7 +73,7 @@ CASES = [
     Case("run-dir-under-a-file", ("hydra.run.dir={tmp}/blocker/run",),
          ("{tmp}/blocker/run", "is a file, not a folder", "hydra.run.dir"), setup="blocker"),
     Case("output-dir-under-a-file", ("output_dir={tmp}/blocker/run", "hydra.run.dir={tmp}/hydra"),
-         ("{tmp}/blocker/run", "not writable", "output_dir"), setup="blocker+hydra"),
+         ("{tmp}/blocker/run", ("not writable", "is a file, not a folder"), "output_dir"), setup="blocker+hydra"),
     Case("run-dir-read-only", ("hydra.run.dir={tmp}/read-only/run",),
          ("{tmp}/read-only/run", "not writable", "hydra.run.dir"), setup="read-only", skip_as_root=True),
     Case("output-dir-leaves-no-hydra-dir", ("trainer.epochs=0", "output_dir={tmp}/out", "hydra.run.dir={tmp}/hydra"),
@@ -99,6 +99,10 @@ CASES = [
                                         "drop=selectscale", "drop.top_rate=1.5"), ("drop.top_rate", "1.5")),
     Case("new-run-inside-a-run", ("hydra.run.dir={run}/inner",), ("{run}/inner", "inside the run directory {run}"),
          existing="finished"),
+    Case("run-dir-non-ascii-unquoted", ("hydra.run.dir={tmp}/ünï",), ("hydra.run.dir", "cannot parse", "quote it")),
+    Case("run-dir-bad-interpolation", ("hydra.run.dir={tmp}/${nope}",), ("hydra.run.dir", "nope", "interpolation")),
+    Case("run-dir-dangling-link", ("hydra.run.dir={tmp}/dangling",), ("{tmp}/dangling", "does not exist"),
+         setup="dangling"),
     Case("report-without-runs", ("report", "table1", "--runs", "{tmp}/runs", "--out", "{tmp}/results"),
          ("table1", "{tmp}/runs", "make table1"), tool="experiments", setup="empty-runs"),
     Case("report-other-schema-version", ("report", "table1", "--runs", "{tmp}/runs", "--out", "{tmp}/results"),
@@ -150,6 +154,8 @@ def prepare(case: Case, tmp: Path) -> None:
     if case.setup == "read-only":
         (tmp / "read-only").mkdir()
         (tmp / "read-only").chmod(0o555)
+    if case.setup == "dangling":
+        (tmp / "dangling").symlink_to(tmp / "nowhere")
     if case.setup == "empty-runs":
         (tmp / "runs").mkdir()
     if case.setup == "schema-2":

@@ -62,6 +62,7 @@ def test_a_run_leaves_every_output(finished_run):
     assert saved == json.loads(json.dumps(result))
     assert saved["complete"] is True and saved["schema_version"] == 1 and saved["epochs_completed"] == 3
     assert saved["test_top1_error"] == records[-1]["test_top1_error"]  # the last epoch, never the best
+    assert saved["steps_per_epoch"] == 4 and saved["full_epochs"] is True  # 256 images, batch 64
     assert saved["dataset"] == dict(name="synthetic", train_size=256, test_size=128, num_classes=10, verified=False)
     assert saved["config"]["drop"]["name"] == "selectscale" and saved["world_size"] == 1
     assert saved["code"]["commit"] and saved["torch_version"] == torch.__version__
@@ -269,3 +270,35 @@ def test_damaged_run_files_are_one_line_and_change_nothing(tmp_path, damage, mes
     with pytest.raises(ConfigError, match=re.escape(message)) as raised:
         fit(make_cfg(run_dir, "trainer.epochs=2", "trainer.resume=auto"))
     assert "\n" not in str(raised.value) and snapshot(run_dir) == before
+
+
+def test_sigusr2_checkpoints_then_hands_the_signal_on_and_the_requeued_job_resumes(finished_run, tmp_path,
+                                                                                    monkeypatch):
+    """SLURM's warning signal under submitit (issue 13), without a cluster: SIGUSR2 mid-training writes a
+    checkpoint, then the handler that was installed before ours (submitit's requeue, here a recorder) runs;
+    the requeued job (SLURM_RESTART_COUNT=1, same command, no trainer.resume) resumes by itself and ends
+    exactly as the uninterrupted run."""
+    reference_dir, _ = finished_run
+    run_dir = tmp_path / "run"
+    forwarded = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: forwarded.append(signum))
+    try:
+        original, calls = engine_steps._train_step, {"n": 0}
+
+        def step_then_usr2(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(engine_steps, "_train_step", step_then_usr2)
+        with pytest.raises(Preempted, match="stopped by SIGUSR2") as raised:
+            fit(make_cfg(run_dir))
+        monkeypatch.undo()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert forwarded == [signal.SIGUSR2] and load_checkpoint(run_dir) is not None
+    assert f"trainer.resume=auto output_dir={run_dir}" in str(raised.value)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    fit(make_cfg(run_dir))  # trainer.resume is "never" on the command line: the requeue resumes anyway
+    assert metrics(run_dir) == metrics(reference_dir)

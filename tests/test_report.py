@@ -214,3 +214,13 @@ def test_the_report_never_crashes_on_a_bad_result_file(three_seeds, name, payloa
     assert len(collection.rows) == 3 and reason in skipped_reasons(collection)[name]
     text = render_markdown(group(collection.rows, ("model", "drop")), skipped=collection.skipped)
     assert f"Left out: {path}" in text and "(3)" in text
+
+
+def test_a_capped_run_is_never_averaged_with_full_runs(three_seeds):
+    """Issue 13: trainer.max_steps_per_epoch is part of the setting, so a capped seed makes the cell
+    'mixed settings' (not averaged) and the row says it was capped."""
+    root, _ = three_seeds
+    write_run(root, "capped", make_result(seed=3, **{"config.trainer.max_steps_per_epoch": 5}))
+    (only,) = group(collect([root]).rows, by=("model", "drop"))
+    assert only.mixed_settings and only.top1_mean is None
+    assert "trainer.max_steps_per_epoch" in only.differing_keys and "capped at 5 steps per epoch" in only.flags

@@ -97,3 +97,10 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     summary = done.stderr[done.stderr.index("1 of 3 jobs of this sweep failed"):].splitlines()
     assert len(summary) == 2 and f"{tmp_path}/sweep/seed1: exit 2: run directory" in summary[1]
     assert "already holds a complete run" in summary[1]
+
+
+def test_a_refused_run_in_hydras_dated_folder_leaves_no_empty_folder(tmp_path):
+    """Issue 13: the default hydra.run.dir is runs/<date>/<time>_...; a refused start removes both folders."""
+    done = train("dataset=synthetic", "trainer.epochs=0", "trainer.device=cpu", cwd=tmp_path)
+    assert done.returncode == 2 and "trainer.epochs=0" in done.stderr
+    assert [p for p in tmp_path.rglob("*") if p.name != "runs"] == []

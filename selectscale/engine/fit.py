@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -35,6 +36,10 @@ log = logging.getLogger("selectscale")
 def fit(cfg: DictConfig) -> dict:
     """Train as ``cfg`` says; return the result.json content. Raises ConfigError on bad settings."""
     validate(cfg, distributed.world_size_from_env())
+    if cfg.trainer.resume == "never" and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        # A job SLURM requeued (after SIGUSR2 and our checkpoint): it continues its own run by itself.
+        log.info("requeued SLURM job (SLURM_RESTART_COUNT=%s): resuming", os.environ["SLURM_RESTART_COUNT"])
+        cfg.trainer.resume = "auto"
     ctx = distributed.setup(cfg.trainer.device, cfg.trainer.dist_timeout_s)
     try:
         run_dir = rundir.resolve_run_dir(cfg)
@@ -221,9 +226,10 @@ class Trainer:
             self._write_result(complete=False, record=record)
 
     def _resume_hint(self, signal_name: str) -> str:
+        run_dir = shlex.quote(str(self.run_dir))
         return (f"stopped by {signal_name} at epoch {self.epoch + 1}, batch {self.next_batch}; checkpoint saved in "
-                f"{self.run_dir}. Resume with the same command plus trainer.resume=auto "
-                f"(and hydra.run.dir={self.run_dir} if Hydra chose the directory)")
+                f"{run_dir}. Resume with the same overrides plus trainer.resume=auto "
+                f"{shlex.quote(f'output_dir={self.run_dir}')}")
 
     def _write_result(self, complete: bool, record: dict | None = None) -> dict:
         record = record or (read_metrics(self.run_dir) or [{}])[-1]
@@ -234,6 +240,8 @@ class Trainer:
             dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=self.code,
             torch_version=torch.__version__, device=hardware(self.ctx.device), world_size=self.ctx.world_size,
             wall_time_seconds=self.wall_time,
+            # What an epoch was: a run capped by trainer.max_steps_per_epoch saw only part of the data.
+            steps_per_epoch=self.steps_per_epoch, full_epochs=self.steps_per_epoch == len(self.data.train),
         )
         if self.ctx.is_main:
             try:

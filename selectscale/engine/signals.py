@@ -1,4 +1,9 @@
-"""Preemption: SIGTERM/SIGINT set a flag; the loop finishes the current step, checkpoints and exits."""
+"""Preemption: SIGTERM/SIGINT/SIGUSR2 set a flag; the loop finishes the current step, checkpoints and exits.
+
+SIGUSR2 is what SLURM sends before a job's time limit (``--signal=USR2@90``, submitit's default), and submitit
+installs its own handler for it that requeues the job and exits. Ours takes the signal first, so the
+checkpoint is written, and then hands it to the handler that was there before (submitit's), which requeues.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ class Preempted(RuntimeError):
 class PreemptionFlag:
     """Context manager installing handlers for SIGTERM and SIGINT (main thread only)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    FORWARDED = signal.SIGUSR2  # passed on to the previous handler once the checkpoint is written
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -33,3 +39,6 @@ class PreemptionFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        previous = self._previous.get(self.FORWARDED)
+        if self.received == self.FORWARDED.name and callable(previous):
+            previous(self.FORWARDED, None)  # e.g. submitit: requeue the job (it resumes from the checkpoint)
