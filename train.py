@@ -36,6 +36,19 @@ STARTED = time.time()  # folders changed after this (Hydra makes its run folder 
 SWEEP = SweepRecord()  # a multirun's jobs: one that fails is recorded and the next one still runs
 
 
+class JobFailed(Exception):  # noqa: N818  (Hydra's launchers catch an Exception per job: the others still run)
+    """A multirun job that failed; every launcher (basic, joblib, submitit) records it and goes on."""
+
+
+def fail_job(cfg: DictConfig, status: int, error: BaseException) -> None:
+    """Record a failed multirun job. The basic launcher runs jobs in this process, so the record is enough (the
+    summary comes at the end); other launchers (joblib, submitit) run them elsewhere and learn of a failure
+    only from an exception, which they record before running the next job."""
+    SWEEP.failed(str(resolve_run_dir(cfg)), status, error)
+    if "BasicLauncher" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        raise JobFailed(str(error)) from None
+
+
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -51,12 +64,12 @@ def main(cfg: DictConfig) -> None:
         refused, status = True, report_failure(error)
         if not multirun:
             sys.exit(status)
-        return SWEEP.failed(str(resolve_run_dir(cfg)), status, error)
+        return fail_job(cfg, status, error)
     except Exception as error:
-        if not multirun:
+        if not multirun or isinstance(error, JobFailed):
             raise
         traceback.print_exc()  # an unexpected crash: its traceback, then the sweep goes on
-        return SWEEP.failed(str(resolve_run_dir(cfg)), 1, error)
+        return fail_job(cfg, 1, error)
     finally:
         if cfg.output_dir is not None or (refused and not multirun):  # drop the empty folders Hydra made
             for folder in (hydra_dir, hydra_dir.parent):  # its run folder, then the date folder above it
@@ -73,5 +86,9 @@ if __name__ == "__main__":
         sys.exit(print(f"error: {problem}", file=sys.stderr) or 2)
     if "--cfg" in sys.argv and "--resolve" not in sys.argv:
         sys.argv.append("--resolve")  # print the recipe with every value worked out
-    main()
+    try:
+        main()
+    except SystemExit as hydra_exit:  # Hydra exits 1 after the sweep when a job failed: say which, one line each
+        status = SWEEP.finish()
+        sys.exit(status or hydra_exit.code)
     sys.exit(SWEEP.finish())
