@@ -86,14 +86,14 @@ def test_resuming_with_a_different_config_is_refused(finished_run, tmp_path):
     assert snapshot(run_dir) == before
 
 
-def interrupt_at_step(monkeypatch, step: int) -> None:
-    """Send this process SIGTERM during training step ``step`` (counted from 1 across the run)."""
+def interrupt_at_step(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
+    """Send this process ``signum`` during training step ``step`` (counted from 1 across the run)."""
     original, calls = engine_steps._train_step, {"n": 0}
 
     def step_then_signal(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(engine_steps, "_train_step", step_then_signal)
@@ -283,15 +283,7 @@ def test_sigusr2_checkpoints_then_hands_the_signal_on_and_the_requeued_job_resum
     forwarded = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: forwarded.append(signum))
     try:
-        original, calls = engine_steps._train_step, {"n": 0}
-
-        def step_then_usr2(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 6:
-                os.kill(os.getpid(), signal.SIGUSR2)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(engine_steps, "_train_step", step_then_usr2)
+        interrupt_at_step(monkeypatch, 6, signal.SIGUSR2)
         with pytest.raises(Preempted, match="stopped by SIGUSR2") as raised:
             fit(make_cfg(run_dir))
         monkeypatch.undo()
