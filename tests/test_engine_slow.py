@@ -70,7 +70,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     (all-reduce versus accumulation). Measured: the first two step losses agree to 5e-8, then the
     rounding differences grow as training amplifies them (about 1e-4 by step 8 even at lr 0.01; faster at
     lr 0.1). At lr 0.01 the epoch losses agreed to 5e-6 and 2.3e-5 relative and the weights to 2.5e-4
-    relative L2 after 16 steps; we allow 1e-4 and 2e-3. Running BN statistics are not compared (DDP keeps
+    relative L2 after 16 steps (torch 2.15.0); torch 2.14.1 differed by 1.1e-4 in an epoch loss (measured
+    2026-12-02, also on the code before issue 12, so not a change of ours); we allow 5e-4 and 2e-3.
+    Running BN statistics are not compared (DDP keeps
     rank 0's, the single process updates them with both halves), nor the test loss, which uses them.
     Run in NCHW: with channels_last (the default) the epoch losses differed by 1.5e-4 relative (one CI run),
     presumably because the CPU's channels-last convolution kernels sum in an order that depends on the
@@ -87,7 +89,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert result["world_size"] == 2 and result["complete"]
     for one, two in zip(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), strict=True):
         assert two["test_images"] == one["test_images"] == 256  # every test image exactly once
-        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=5e-4)
     weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("single", "ddp")]
     keys = [k for k, v in weights[0].items() if "running_" not in k and v.is_floating_point()]
     difference = sum(float((weights[0][k] - weights[1][k]).pow(2).sum()) for k in keys) ** 0.5

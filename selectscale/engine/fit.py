@@ -57,13 +57,14 @@ def fit(cfg: DictConfig) -> dict:
                     raise ConfigError(f"run directory {run_dir} was completed by another process meanwhile; "
                                       "nothing to do")
             trainer = Trainer(cfg, ctx, run_dir)  # data and model: bad files fail here, before anything is written
-            trainer.resume()  # a checkpoint of other settings is refused before config.yaml or train.log exist
+            with rundir.held_log_records() as early_records:  # for train.log, which does not exist yet
+                trainer.resume()  # a checkpoint of other settings is refused before config.yaml or train.log exist
         except BaseException:
             lock.release()
             if created:
                 rundir.remove_if_empty(run_dir)
             raise
-        log_handler = rundir.prepare(run_dir, cfg) if ctx.is_main else None
+        log_handler = rundir.prepare(run_dir, cfg, early_records) if ctx.is_main else None
         try:
             return trainer.run()
         finally:

@@ -10,6 +10,7 @@ Rules (nothing existing is ever overwritten by a refused start):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -179,8 +180,31 @@ def check_writable(run_dir: Path) -> None:
                           "with hydra.run.dir=... or output_dir=...") from error
 
 
-def prepare(run_dir: Path, cfg: DictConfig) -> logging.Handler:
-    """Save the resolved config (once), clear what a killed process left, and log to train.log.
+@contextlib.contextmanager
+def held_log_records():
+    """Keep the records logged inside the block (e.g. "checkpoint ... is damaged" while resuming, before
+    train.log may be written) so that :func:`prepare` can write them into train.log afterwards."""
+    holder = _RecordHolder()
+    logger = logging.getLogger("selectscale")
+    logger.addHandler(holder)
+    try:
+        yield holder.records
+    finally:
+        logger.removeHandler(holder)
+
+
+class _RecordHolder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def prepare(run_dir: Path, cfg: DictConfig, early_records: list[logging.LogRecord] = ()) -> logging.Handler:
+    """Save the resolved config (once), clear what a killed process left, and log to train.log (starting
+    with ``early_records``, logged before the run directory could be written).
 
     Returns the log handler: the caller removes it when the run ends (a multirun trains many runs in
     one process, and each train.log must hold only its own run's lines)."""
@@ -189,6 +213,8 @@ def prepare(run_dir: Path, cfg: DictConfig) -> logging.Handler:
         (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    for record in early_records:
+        handler.handle(record)
     logging.getLogger("selectscale").addHandler(handler)
     return handler
 
