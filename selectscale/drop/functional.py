@@ -159,7 +159,7 @@ def feature_map_scores(
     return scores.float()
 
 
-_TIE_BITS = 31  # random bits below each score's 32 bits: ties among > 2^15 maps of one sample stay rare
+_TIE_BITS = 31  # random bits below the 32 score bits; two tied maps draw equal noise with probability 2^-31
 
 
 def tie_broken_keys(scores: Tensor) -> Tensor:
