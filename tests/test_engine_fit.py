@@ -1,6 +1,7 @@
 """fit(): outputs, refusals, exact resume after an interruption, non-finite loss, curriculum."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -138,6 +139,21 @@ def test_linear_curriculum_ramps_the_drop_strength(tmp_path):
     run_dir = tmp_path / "curriculum"
     fit(make_cfg(run_dir, "curriculum=linear", "trainer.epochs=2", "drop=spatial_dropout"))
     assert [r["drop_strength"] for r in metrics(run_dir)] == [0.0, 0.5]
+
+
+def test_fidelity_switches_act_in_a_run_and_result_json_records_them(tmp_path):
+    run_dir = tmp_path / "switches"
+    result = fit(make_cfg(run_dir, "trainer.epochs=2", "curriculum=exponential", "curriculum.gamma=0.1",
+                          "schedule.warmup_steps=5", "dataset.padding_mode=reflect", "drop.rounding=floor",
+                          "model.drop_after_stem=true"))
+    records = metrics(run_dir)  # lr and strength of each epoch's first step; 4 steps an epoch
+    assert [r["lr"] for r in records] == [0.01, 0.01]  # steps 0 and 4: both inside the 5-step warm-up
+    assert [r["drop_strength"] for r in records] == pytest.approx([0.0, 1 - math.exp(-0.4)])
+    config = result["config"]
+    assert (config["drop"]["rounding"], config["dataset"]["padding_mode"], config["model"]["drop_after_stem"]) == (
+        "floor", "reflect", True)
+    assert (config["curriculum"]["name"], config["curriculum"]["gamma"], config["schedule"]["warmup_steps"]) == (
+        "exponential", 0.1, 5)
 
 
 def test_an_unwritable_run_directory_is_refused(tmp_path):

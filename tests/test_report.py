@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from report_fixtures import DELETE, make_result, write_run
 
+from selectscale.engine.config_history import ADDED_KEYS
 from selectscale.engine.results import RESULT_FILE
 from selectscale.report import collect, flatten_config, group, render_latex, render_markdown, setting_of
 
@@ -61,7 +62,9 @@ def test_row_fields_and_setting_leave_out_seed_and_runtime_keys(tmp_path):
 
 def test_flatten_config_uses_dotted_keys():
     assert flatten_config({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {"a.b.c": 1, "a.d": (1, 2), "e": None}
-    assert setting_of({"seed": 1, "model": {"name": "x"}}) == (("model.name", "x"),)
+    setting = dict(setting_of({"seed": 1, "model": {"name": "x"}}))
+    assert setting["model.name"] == "x" and "seed" not in setting
+    assert set(setting) == {"model.name", *ADDED_KEYS}  # an old record gets the keys added since, at their values
 
 
 def test_incomplete_run_is_left_out_and_listed(three_seeds):

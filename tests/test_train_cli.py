@@ -28,6 +28,19 @@ def test_cfg_job_prints_the_resolved_paper_recipe(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_cfg_job_prints_every_fidelity_switch(tmp_path):
+    done = train("--cfg", "job", "drop=selectscale", "drop.rounding=floor", "curriculum=exponential",
+                 "schedule.warmup_steps=400", "dataset.padding_mode=reflect", "model.drop_after_stem=true",
+                 cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for fragment in ("rounding: floor", "name: exponential", "gamma: 0.001", "warmup_steps: 400", "warmup_lr: 0.01",
+                     "padding_mode: reflect", "drop_after_stem: true", "drop_on_shortcut: false", "color_jitter: null"):
+        assert fragment in done.stdout, fragment
+    imagenet = train("--cfg", "job", "dataset=imagenet", "dataset.color_jitter=0", cwd=tmp_path)
+    assert imagenet.returncode == 0, imagenet.stderr
+    assert "color_jitter: 0" in imagenet.stdout and "lighting: 0.1" in imagenet.stdout
+
+
 BAD_RUNS = [
     (["drop=selectscale", "drop.top_rate=1.5"], "drop.top_rate=1.5"),
     (["drop=selectout", "drop.top_rate=0.05"], "1 - retain_rate <= top_rate"),

@@ -54,11 +54,14 @@ def build_dataset(
     num_test: int = 10_000,
     num_classes: int = 10,
     on_bad_image: str = "fail",
+    color_jitter: float = 0.4,
+    lighting: float = 0.1,
 ) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100`` or ``imagenet`` from ``root``, or generate ``synthetic``.
 
     ``num_train``, ``num_test``, ``num_classes`` and ``seed`` only concern the synthetic set;
-    ``download`` only CIFAR; ``on_bad_image`` only ImageNet."""
+    ``download`` only CIFAR; ``on_bad_image``, ``color_jitter`` and ``lighting`` (the training colour
+    augmentation, 0 disables either) only ImageNet."""
     if name not in DATASETS:
         raise ValueError(f"data set {name!r} is not known: use one of {', '.join(DATASETS)}")
     if name == "synthetic":
@@ -68,7 +71,7 @@ def build_dataset(
     if root is None:
         raise ValueError(f"data set {name!r} needs root= (the folder holding its files)")
     if name == "imagenet":
-        train_set, val_set = load_imagenet_folders(root, on_bad_image)
+        train_set, val_set = load_imagenet_folders(root, on_bad_image, color_jitter=color_jitter, lighting=lighting)
         verified = is_official_imagenet(train_set, val_set)
         classes = tuple(train_set.classes)
         return DatasetBundle(
@@ -105,10 +108,12 @@ def build_loaders(
     channels_last: bool = False,
     eval_batch_size: int | None = None,
     workers: int = 8,
+    padding_mode: str = "zeros",
 ) -> tuple[DeviceLoader | Any, DeviceLoader | Any]:
     """(train, test) loaders of ``bundle`` for this rank; ``batch_size`` is per rank. Both yield
     (images, labels) on ``device`` and have ``set_epoch``, ``__len__`` and ``num_samples``.
-    ``workers`` (decoding processes) only matters for ImageNet."""
+    ``workers`` (decoding processes) only matters for ImageNet, ``padding_mode`` (of the training crops:
+    zeros or reflect) only for the in-memory sets."""
     if bundle.name == "imagenet":
         loaders = build_imagenet_loaders(
             (bundle.train, bundle.test), batch_size, workers, rank, world_size, seed,
@@ -119,6 +124,7 @@ def build_loaders(
         seed=seed, mean=bundle.mean, std=bundle.std, device=device, dtype=dtype,
         channels_last=channels_last, rank=rank, world_size=world_size,
     )
-    train = DeviceLoader(bundle.train.images, bundle.train.labels, batch_size, train=True, **common)
+    train = DeviceLoader(bundle.train.images, bundle.train.labels, batch_size, train=True, padding_mode=padding_mode,
+                         **common)
     test = DeviceLoader(bundle.test.images, bundle.test.labels, eval_batch_size or batch_size, train=False, **common)
     return train, test

@@ -6,8 +6,9 @@ validation images sorted into class folders, e.g. with the usual ``valprep.sh``)
 Training: RandomResizedCrop 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, colour jitter 0.4/0.4/0.4
 (brightness, contrast, saturation), AlexNet-style PCA lighting noise (std 0.1), normalisation; as in
 fb.resnet.torch, which the paper's "standard colour augmentation" and "scale and aspect ratio augmentation"
-refer to. Validation: resize 256, centre crop 224, normalisation. Decoding and augmentation run in
-DataLoader workers (pinned memory, persistent workers); the training shard comes from a resumable
+refer to (``dataset.color_jitter`` and ``dataset.lighting`` change or, at 0, remove the colour steps).
+Validation: resize 256, centre crop 224, normalisation. Decoding and augmentation run in DataLoader workers
+(pinned memory, persistent workers); the training shard comes from a resumable
 ``DistributedSampler`` (drop_last), the validation shard from
 :class:`~selectscale.data.sharding.ContiguousShardSampler` (no padding).
 
@@ -82,13 +83,18 @@ class Lighting(torch.nn.Module):
 
 
 def imagenet_train_transform(image_size: int = 224, lighting_std: float = 0.1, jitter: float = 0.4) -> T.Compose:
-    """PIL image -> normalised float 3 x image_size x image_size, with the training augmentation."""
+    """PIL image -> normalised float 3 x image_size x image_size, with the training augmentation.
+
+    ``jitter`` (brightness, contrast, saturation) and ``lighting_std`` (PCA lighting): 0 leaves that step out,
+    so "standard colour augmentation" can be read as fb.resnet.torch's both (0.4, 0.1), lighting only, or none."""
+    colour = [T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)] if jitter > 0 else []
+    lighting = [Lighting(lighting_std)] if lighting_std > 0 else []
     return T.Compose([
         T.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
         T.RandomHorizontalFlip(),
-        T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+        *colour,
         T.ToTensor(),
-        Lighting(lighting_std),
+        *lighting,
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
 
@@ -207,9 +213,11 @@ class ImageNetLoaders(NamedTuple):
 
 
 def load_imagenet_folders(
-    root: str | Path, on_bad_image: str = "fail", image_size: int = 224, resize_size: int = 256
+    root: str | Path, on_bad_image: str = "fail", image_size: int = 224, resize_size: int = 256, *,
+    color_jitter: float = 0.4, lighting: float = 0.1,
 ) -> tuple[ImageFolderWithPolicy, ImageFolderWithPolicy]:
-    """The train and val ``ImageFolder`` datasets with their transforms; checks the layout."""
+    """The train and val ``ImageFolder`` datasets with their transforms (``color_jitter`` and ``lighting``: the
+    training colour augmentation, see :func:`imagenet_train_transform`); checks the layout."""
     root = Path(root).expanduser()
     for split in ("train", "val"):
         if not (root / split).is_dir():
@@ -217,7 +225,8 @@ def load_imagenet_folders(
                 f"{root / split}: folder missing; ImageNet is expected as {root}/train/<wnid>/*.JPEG and "
                 f"{root}/val/<wnid>/*.JPEG (validation images sorted into class folders)"
             )
-    train = ImageFolderWithPolicy(root / "train", imagenet_train_transform(image_size), on_bad_image)
+    train_transform = imagenet_train_transform(image_size, lighting_std=lighting, jitter=color_jitter)
+    train = ImageFolderWithPolicy(root / "train", train_transform, on_bad_image)
     val = ImageFolderWithPolicy(root / "val", imagenet_val_transform(image_size, resize_size), on_bad_image)
     if train.classes != val.classes:
         raise ValueError(

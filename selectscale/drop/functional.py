@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SCORES = ("max", "mean", "avgpool")
+ROUNDINGS = ("round", "floor", "ceil")  # how k = t * C (and Selectout's m = (1 - p) * C) become counts
 
 # Added before flooring in round-half-up so that an exact x.5 computed as x.4999... still rounds up.
 # Python floats (double) need 1e-9; the per-step drop count of Selectout is a float32 tensor, whose
@@ -40,11 +41,39 @@ def round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5 + _ROUND_EPS))
 
 
-def num_top_maps(top_rate: float, channels: int) -> int:
-    """Candidates k = round(top_rate * C), at least 1 when top_rate > 0 (Section 2.3)."""
+def check_rounding(rounding: str) -> None:
+    """Raise ``ValueError`` unless ``rounding`` is one of :data:`ROUNDINGS`."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r} is not known: use one of {', '.join(ROUNDINGS)}")
+
+
+def round_count(value: float, rounding: str = "round") -> int:
+    """``value`` (a count such as t * C) as an integer: half up (``round``), ``floor`` or ``ceil``. The
+    tolerance keeps an exact product computed as x.9999... or x.0000...1 on its integer."""
+    check_rounding(rounding)
+    if rounding == "floor":
+        return int(math.floor(value + _ROUND_EPS))
+    if rounding == "ceil":
+        return int(math.ceil(value - _ROUND_EPS))
+    return round_half_up(value)
+
+
+def num_top_maps(top_rate: float, channels: int, rounding: str = "round") -> int:
+    """Candidates k = round(top_rate * C), at least 1 when top_rate > 0 (Section 2.3). The paper writes
+    round(); ``rounding="floor"`` or ``"ceil"`` are the other readings (``drop.rounding``)."""
     if top_rate <= 0:
         return 0
-    return min(channels, max(1, round_half_up(top_rate * channels)))
+    return min(channels, max(1, round_count(top_rate * channels, rounding)))
+
+
+def _dropped_count(retain: Tensor, channels: int, rounding: str) -> Tensor:
+    """Selectout's m = (1 - p) * C as a float32 tensor count, rounded as ``rounding`` says (no host sync)."""
+    value = (1.0 - retain) * channels
+    if rounding == "floor":
+        return torch.floor(value + _ROUND_EPS_FLOAT32)
+    if rounding == "ceil":
+        return torch.ceil(value - _ROUND_EPS_FLOAT32)
+    return torch.floor(value + 0.5 + _ROUND_EPS_FLOAT32)
 
 
 def check_rate(name: str, value: float) -> None:
@@ -176,10 +205,10 @@ def tie_broken_keys(scores: Tensor) -> Tensor:
     return ordered * (1 << _TIE_BITS) + noise
 
 
-def top_map_indices(scores: Tensor, top_rate: float) -> Tensor:
+def top_map_indices(scores: Tensor, top_rate: float, rounding: str = "round") -> Tensor:
     """Indices (N x k) of the k = round(top_rate * C) highest-scoring maps of every sample; among equal
     scores at the boundary the choice is uniformly random (:func:`tie_broken_keys`)."""
-    k = num_top_maps(top_rate, scores.shape[1])
+    k = num_top_maps(top_rate, scores.shape[1], rounding)
     if k == scores.shape[1]:
         return torch.arange(k, device=scores.device).expand(scores.shape[0], k)  # every map: nothing to rank
     return tie_broken_keys(scores).topk(k, dim=1, sorted=False).indices
@@ -221,11 +250,13 @@ def selectout(
     nonnegative_input: bool = False,
     score_window: int = 3,
     score_stride: int = 1,
+    rounding: str = "round",
 ) -> Tensor:
     """Selectout, eq. (4): among the top k = round(t * C) maps of each sample, drop
     m = round((1 - p) * C) chosen uniformly at random; every kept map is multiplied by 1 / p.
 
-    Requires 1 - p <= t: it cannot drop more maps than it has candidates.
+    Requires 1 - p <= t: it cannot drop more maps than it has candidates. ``rounding`` (round, floor,
+    ceil) turns both t * C and (1 - p) * C into counts.
     """
     check_feature_maps(y)
     _check_rates(top_rate=top_rate, retain_rate=retain_rate)
@@ -233,8 +264,8 @@ def selectout(
         check_selectout_rates(top_rate, retain_rate)
     retain = _as_tensor(retain_rate, y)
     scores = feature_map_scores(y, score, nonnegative_input, score_window, score_stride)
-    candidates = top_map_indices(scores, top_rate)  # N x k
-    num_dropped = torch.floor((1.0 - retain) * y.shape[1] + 0.5 + _ROUND_EPS_FLOAT32)
+    candidates = top_map_indices(scores, top_rate, rounding)  # N x k
+    num_dropped = _dropped_count(retain, y.shape[1], rounding)
     # A uniformly random subset of size m of the k candidates: those whose random rank is below m.
     random_rank = torch.rand(candidates.shape, device=y.device).argsort(dim=1).argsort(dim=1)
     inverse_retain = _inverse_or_zero(retain)
@@ -251,15 +282,17 @@ def select_scale(
     nonnegative_input: bool = False,
     score_window: int = 3,
     score_stride: int = 1,
+    rounding: str = "round",
 ) -> Tensor:
     """SelectScale, eq. (6): the top k = round(t * C) maps of each sample by score are each
-    multiplied by u ~ Uniform(rho, 2 - rho), i.i.d.; every other map is unchanged.
+    multiplied by u ~ Uniform(rho, 2 - rho), i.i.d.; every other map is unchanged. ``rounding``: how
+    t * C becomes k (round half up, floor or ceil).
     """
     check_feature_maps(y)
     _check_rates(top_rate=top_rate, retain_rate=retain_rate)
     retain = _as_tensor(retain_rate, y)
     scores = feature_map_scores(y, score, nonnegative_input, score_window, score_stride)
-    candidates = top_map_indices(scores, top_rate)
+    candidates = top_map_indices(scores, top_rate, rounding)
     candidate_factors = _uniform_factors(retain, candidates.shape, y.device)
     factors = torch.ones_like(scores).scatter(1, candidates, candidate_factors)
     return _apply_map_factors(y, factors)

@@ -86,7 +86,8 @@ class SpatialScale(DropLayer):
 
 
 class _SelectiveDropLayer(DropLayer):
-    """Shared arguments of the selective methods: top rate and the score of Section 2.3."""
+    """Shared arguments of the selective methods: top rate, the score of Section 2.3, and the rounding of
+    the counts (``round``: the paper's round(t * C), half up; ``floor`` and ``ceil``: the other readings)."""
 
     def __init__(
         self,
@@ -97,9 +98,11 @@ class _SelectiveDropLayer(DropLayer):
         nonnegative_input: bool = False,
         score_window: int = 3,
         score_stride: int = 1,
+        rounding: str = "round",
     ) -> None:
         super().__init__(retain_rate, rate_scale)
         Fd.check_rate("top_rate", top_rate)
+        Fd.check_rounding(rounding)
         if score not in Fd.SCORES:
             raise ValueError(f"score={score!r} is not known: use one of {', '.join(Fd.SCORES)}")
         for name, value in (("score_window", score_window), ("score_stride", score_stride)):
@@ -110,6 +113,7 @@ class _SelectiveDropLayer(DropLayer):
         self.nonnegative_input = bool(nonnegative_input)
         self.score_window = score_window
         self.score_stride = score_stride
+        self.rounding = rounding  # how t * C (and Selectout's (1 - p) * C) become counts
 
     def _score_kwargs(self) -> dict:
         return dict(
@@ -117,6 +121,7 @@ class _SelectiveDropLayer(DropLayer):
             nonnegative_input=self.nonnegative_input,
             score_window=self.score_window,
             score_stride=self.score_stride,
+            rounding=self.rounding,
         )
 
     def extra_repr(self) -> str:
@@ -125,6 +130,8 @@ class _SelectiveDropLayer(DropLayer):
             text += f", score_window={self.score_window}, score_stride={self.score_stride}"
         if self.nonnegative_input:
             text += ", nonnegative_input=True"
+        if self.rounding != "round":
+            text += f", rounding={self.rounding}"
         return text
 
 

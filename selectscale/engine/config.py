@@ -19,8 +19,10 @@ from selectscale.models import list_models
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
-CURRICULA = ("none", "linear")
+CURRICULA = ("none", "linear", "exponential")
 SCORES = ("max", "mean", "avgpool")
+ROUNDINGS = ("round", "floor", "ceil")
+PADDING_MODES = ("zeros", "reflect")
 
 
 class ConfigError(ValueError):
@@ -37,12 +39,19 @@ class DatasetConfig:
     num_classes: int = 10  # synthetic only; the real data sets know their own
     workers: int = 8  # imagenet only: DataLoader worker processes per rank
     on_bad_image: str = "fail"  # imagenet only: fail | skip (count and warn)
+    padding_mode: str = "zeros"  # CIFAR and synthetic: the 4-pixel crop padding, zeros | reflect (Zagoruyko's WRN)
+    # ImageNet only (configs/dataset/imagenet.yaml sets them; null elsewhere): ColorJitter brightness, contrast
+    # and saturation, and the AlexNet PCA lighting std; 0 disables either.
+    color_jitter: float | None = None
+    lighting: float | None = None
 
 
 @dataclass
 class ModelConfig:
     name: str = "resnet20"
     shortcut: str | None = None  # CIFAR ResNets/WRNs: pad (default) | avgpool
+    drop_on_shortcut: bool = False  # resnet50: also a drop after each downsample BN (29 drop layers, not 27)
+    drop_after_stem: bool = False  # CIFAR ResNets/WRNs: also a drop after the stem's BN + ReLU
 
 
 @dataclass
@@ -54,6 +63,7 @@ class DropConfig:
     nonnegative_input: bool = False
     score_window: int = 3
     score_stride: int = 1
+    rounding: str = "round"  # selectout, selectscale: round (half up, the paper's round) | floor | ceil
 
 
 @dataclass
@@ -62,15 +72,18 @@ class ScheduleConfig:
     lr: float = 0.1  # initial learning rate, for the global batch
     milestones: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.8])  # fractions of the run
     gamma: float = 0.2  # step: lr multiplier at each milestone
+    warmup_steps: int = 0  # the first steps at warmup_lr (He et al.'s ResNet-110: 0.01 for ~400 steps); 0: none
+    warmup_lr: float = 0.01
     # Derived, shown in the printed config: the milestones as epochs of this run. Do not set it.
     milestone_epochs: list[int] = "${milestone_epochs:${schedule.milestones},${trainer.epochs}}"
 
 
 @dataclass
 class CurriculumConfig:
-    name: str = "none"  # none | linear (strength 0 -> 1)
+    name: str = "none"  # none | linear | exponential (strength 0 -> 1)
     ramp_fraction: float = 1.0  # linear: fraction of the run over which strength ramps up
-    per: str = "step"  # linear: update strength every step or every epoch
+    gamma: float = 0.001  # exponential: 1 - exp(-gamma * step), per optimizer step (Morerio et al.'s code)
+    per: str = "step"  # linear, exponential: update strength every step or every epoch
 
 
 @dataclass
@@ -146,9 +159,12 @@ def validate_drop(drop: DictConfig) -> None:
                 _fail(f"drop.{key}", drop[key], "drop=none takes no rates; choose a drop method first")
         return
     _check_range("drop.retain_rate", drop.retain_rate, 0.0, 1.0)
+    if not takes_top and drop.get("rounding", "round") != "round":
+        _fail("drop.rounding", drop.rounding, f"{drop.name} counts no maps; only selectout and selectscale do")
     if takes_top:
         _check_range("drop.top_rate", drop.top_rate, 0.0, 1.0)
         _check_choice("drop.score", drop.score, SCORES)
+        _check_choice("drop.rounding", drop.rounding, ROUNDINGS)
         if drop.name == "selectout" and 1 - drop.retain_rate > drop.top_rate + 1e-9:
             _fail("drop.retain_rate", drop.retain_rate,
                   f"Selectout needs 1 - retain_rate <= top_rate (= {drop.top_rate}): it drops only candidates")
@@ -170,8 +186,12 @@ def validate_schedule(cfg: DictConfig) -> None:
         if list(schedule.milestone_epochs) != epochs:
             _fail("schedule.milestone_epochs", list(schedule.milestone_epochs),
                   "it is derived from schedule.milestones (fractions) and trainer.epochs; set those instead")
+    if schedule.warmup_steps < 0:
+        _fail("schedule.warmup_steps", schedule.warmup_steps, "it must be >= 0 (0: no warm-up)")
+    _check_range("schedule.warmup_lr", schedule.warmup_lr, 0.0, 100.0, low_open=True)
     curriculum = cfg.curriculum
     _check_choice("curriculum.name", curriculum.name, CURRICULA)
+    _check_range("curriculum.gamma", curriculum.gamma, 0.0, 1.0, low_open=True)
     _check_choice("curriculum.per", curriculum.per, ("step", "epoch"))
     _check_range("curriculum.ramp_fraction", curriculum.ramp_fraction, 0.0, 1.0, low_open=True)
 
@@ -245,6 +265,16 @@ def validate_dataset_files(dataset: DictConfig) -> None:
 def validate_dataset(dataset: DictConfig) -> None:
     _check_choice("dataset.name", dataset.name, DATASETS)
     _check_choice("dataset.on_bad_image", dataset.on_bad_image, ("fail", "skip"))
+    _check_choice("dataset.padding_mode", dataset.padding_mode, PADDING_MODES)
+    for key in ("color_jitter", "lighting"):
+        if dataset.name == "imagenet":
+            _check_range(f"dataset.{key}", dataset[key], 0.0, 1.0)  # None too: configs/dataset/imagenet.yaml sets it
+        elif dataset[key] is not None:
+            _fail(f"dataset.{key}", dataset[key], "it is ImageNet's colour augmentation; leave it null for "
+                  f"{dataset.name}")
+    if dataset.name == "imagenet" and dataset.padding_mode != "zeros":
+        _fail("dataset.padding_mode", dataset.padding_mode,
+              "ImageNet's RandomResizedCrop pads nothing; it is for CIFAR")
     if dataset.name == "synthetic":
         for key in ("train_size", "test_size"):
             if dataset[key] < 1:
@@ -253,12 +283,24 @@ def validate_dataset(dataset: DictConfig) -> None:
             _fail("dataset.num_classes", dataset.num_classes, "it must be >= 2")
 
 
+def validate_model_options(model: DictConfig) -> None:
+    """The drop placements exist only where the network has the slot: downsample BNs (ResNet-50), the stem
+    BN of the CIFAR networks (ResNets, WRNs, ResNeXts)."""
+    if model.drop_on_shortcut and model.name != "resnet50":
+        _fail("model.drop_on_shortcut", True, f"{model.name} has parameter-free shortcuts without a BN; only "
+              "resnet50 has downsample BNs")
+    if model.drop_after_stem and model.name == "resnet50":
+        _fail("model.drop_after_stem", True, "it is for the CIFAR networks; resnet50's placement is "
+              "layer3 + layer4 (and model.drop_on_shortcut)")
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """Check every value and every rule that spans groups, then the file system and the devices; raise
     ConfigError on the first problem."""
     check_numbers(OmegaConf.to_container(cfg, resolve=True))
     validate_dataset(cfg.dataset)
     _check_choice("model.name", cfg.model.name, list_models())
+    validate_model_options(cfg.model)
     if cfg.model.shortcut is not None:
         if cfg.model.name.startswith(("resnext", "resnet50")):
             _fail("model.shortcut", cfg.model.shortcut, f"{cfg.model.name} has projection shortcuts; leave it null")

@@ -23,15 +23,17 @@ class DataBundle:
 def build_data(cfg: DictConfig, ctx: DistContext) -> DataBundle:
     """The data set named by ``cfg.dataset.name``, sharded for this rank, with the per-rank batch."""
     data = cfg.dataset
+    colour = {} if data.name != "imagenet" else dict(color_jitter=data.color_jitter, lighting=data.lighting)
     bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
-                           num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image)
+                           num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image,
+                           **colour)
     if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
                           f"({len(bundle.train)} images): no full batch fits; lower trainer.batch_size")
     # Inputs stay float32: under bf16 autocast the first convolution casts them itself.
     train, test = build_loaders(bundle, cfg.trainer.batch_size // ctx.world_size, seed=cfg.seed, device=ctx.device,
                                 rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last,
-                                workers=data.workers)
+                                workers=data.workers, padding_mode=data.padding_mode)
     info = dict(name=data.name, train_size=len(bundle.train), test_size=len(bundle.test),
                 num_classes=bundle.num_classes, verified=bool(bundle.verified))
     return DataBundle(train, test, bundle.num_classes, info)

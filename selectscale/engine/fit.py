@@ -77,9 +77,11 @@ def fit(cfg: DictConfig) -> dict:
 def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> nn.Module:
     drop_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.drop).items() if k != "name" and v is not None}
     if cfg.drop.name not in ("selectout", "selectscale"):
-        for key in ("score", "nonnegative_input", "score_window", "score_stride"):
+        for key in ("score", "nonnegative_input", "score_window", "score_stride", "rounding"):
             drop_kwargs.pop(key, None)
     options = {} if cfg.model.shortcut is None else {"shortcut": cfg.model.shortcut}
+    # Placements only when asked for: a builder without the slot never sees the keyword.
+    options.update({key: True for key in ("drop_on_shortcut", "drop_after_stem") if cfg.model.get(key)})
     model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_kwargs), **options)
     model = model.to(device)
     if cfg.trainer.channels_last:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import has_checkpoint_files, remove_stale_temporaries
 from .config import ConfigError
+from .config_history import with_added_keys
 from .results import read_result
 
 CONFIG_FILE = "config.yaml"
@@ -53,8 +54,8 @@ def _flatten(node, prefix: str = "") -> dict:
 
 def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
     """``key=new (saved: old)`` for every key whose value differs and matters for the result."""
-    old = _flatten(OmegaConf.to_container(saved, resolve=True))
-    new = _flatten(OmegaConf.to_container(current, resolve=True))
+    old = with_added_keys(_flatten(OmegaConf.to_container(saved, resolve=True)))  # saved before a key existed
+    new = with_added_keys(_flatten(OmegaConf.to_container(current, resolve=True)))
     keys = sorted(set(old) | set(new))
     return [f"{k}={new.get(k)} (saved: {old.get(k)})" for k in keys
             if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]

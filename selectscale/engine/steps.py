@@ -58,10 +58,10 @@ def autocast(device_type: str | None):
 
 def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
     epochs = ctx.cfg.trainer.epochs
-    lr = learning_rate(ctx.cfg.schedule, progress, epochs)
+    lr = learning_rate(ctx.cfg.schedule, progress, epochs, ctx.steps_per_epoch)
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr
-    strength = drop_strength(ctx.cfg.curriculum, progress, epochs)
+    strength = drop_strength(ctx.cfg.curriculum, progress, epochs, ctx.steps_per_epoch)
     if strength != ctx.last_strength:  # constant without a curriculum: no write (a kernel per layer) per step
         for layer in ctx.drop_layers:
             layer.strength = strength

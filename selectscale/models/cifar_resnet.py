@@ -2,8 +2,9 @@
 
 WRN-20-k here is *not* Zagoruyko's WRN: the paper defines it as ResNet-20 "with k times more filters
 in each layer", the stem included (64/128/256 filters for k = 4). Drop layers sit after every BN inside
-the residual blocks (conv-BN-ReLU-[drop], conv-BN-[drop], add, ReLU): 2 per block, none after the stem
-or on shortcuts. Shortcuts are He et al.'s parameter-free "option A".
+the residual blocks (conv-BN-ReLU-[drop], conv-BN-[drop], add, ReLU): 2 per block, none on the
+parameter-free shortcuts (He et al.'s "option A") and, by default, none after the stem
+(``drop_after_stem=True``: one more, after the stem's BN + ReLU, the literal "after every BN" reading).
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ class BasicBlock(nn.Module):
 
 
 class CifarBackbone(nn.Module):
-    """What the CIFAR networks share: stem ``conv1``/``bn1`` + ReLU, ``layer1``-``layer3``, global average
-    pooling and the classifier ``fc``. Subclasses build those modules."""
+    """What the CIFAR networks share: stem ``conv1``/``bn1`` + ReLU (+ ``drop_stem``), ``layer1``-``layer3``,
+    global average pooling and the classifier ``fc``. Subclasses build those modules and call
+    :meth:`set_stem_drop`."""
+
+    def set_stem_drop(self, drop: DropFactory | None, enabled: bool) -> None:
+        """``drop_stem``: a drop layer after the stem's BN + ReLU when ``enabled``, else ``nn.Identity``
+        (no state either way, so the state dict is the same)."""
+        self.drop_stem = make_drop(drop, after_relu=True) if enabled else nn.Identity()
 
     def features(self, x: Tensor) -> Tensor:
         """The last convolutional feature maps (N x C x 8 x 8 for CIFAR), used for CAM."""
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.drop_stem(F.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,6 +88,7 @@ class CifarResNet(CifarBackbone):
         width: int = 1,
         drop: DropFactory | None = None,
         shortcut: str = "pad",
+        drop_after_stem: bool = False,
     ) -> None:
         super().__init__()
         if shortcut not in SHORTCUTS:
@@ -88,6 +96,7 @@ class CifarResNet(CifarBackbone):
         widths = [16 * width, 32 * width, 64 * width]
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
+        self.set_stem_drop(drop, drop_after_stem)
         stages, in_channels = [], widths[0]
         for stage, out_channels in enumerate(widths):
             blocks = []

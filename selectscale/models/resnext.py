@@ -4,7 +4,8 @@ Stem conv3x3 64 + BN + ReLU; 3 stages x 3 bottleneck blocks; a block is
 conv1x1 (D) - BN - ReLU - [drop] - group conv3x3 (D, ``cardinality`` groups) - BN - ReLU - [drop] -
 conv1x1 (out) - BN, plus the shortcut, then ReLU. D = cardinality x ``base_width`` x 2^stage and
 out = 256 x 2^stage; 1x1 projection shortcuts (conv + BN) where the shape changes. Drop layers sit
-before and after the 3x3 group convolution (paper Section 3.1): 2 per block, 18 in all.
+before and after the 3x3 group convolution (paper Section 3.1): 2 per block, 18 in all (19 with
+``drop_after_stem=True``).
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class ResNeXtBlock(nn.Module):
 
 class CifarResNeXt(CifarBackbone):
     def __init__(self, num_classes: int, cardinality: int = 8, base_width: int = 64,
-                 drop: DropFactory | None = None, blocks_per_stage: int = 3) -> None:
+                 drop: DropFactory | None = None, blocks_per_stage: int = 3, drop_after_stem: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
+        self.set_stem_drop(drop, drop_after_stem)
         stages, in_channels = [], 64
         for stage in range(3):
             inner, out_channels = cardinality * base_width * 2**stage, 256 * 2**stage

@@ -17,6 +17,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from ..engine.config_history import with_added_keys
 from ..engine.records import METRICS_FILE
 from ..engine.results import RESULT_FILE, SCHEMA_VERSION
 
@@ -107,7 +108,7 @@ def _hashable(value: Any) -> Any:
 
 def setting_of(config: dict) -> Setting:
     """The experiment's identity: the flattened config minus :data:`KEYS_OUTSIDE_SETTING`, sorted by key."""
-    flat = flatten_config(config)
+    flat = with_added_keys(flatten_config(config))  # a run recorded before a key existed had its old value
     return tuple(sorted((key, value) for key, value in flat.items() if key not in KEYS_OUTSIDE_SETTING))
 
 

@@ -1,0 +1,39 @@
+"""Config keys added after runs were recorded, and the value each such run in effect had.
+
+A run recorded before a key existed (its result.json, config.yaml or checkpoint lacks the key) behaved as the
+value given here, so comparing it with a run of today, or resuming it under today's code, fills the key in
+first: an upgrade neither refuses a resume nor splits a table's rows. A value different from the filled-in
+one is a different reading of the paper and stays a difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _imagenet_only(value: Any) -> Callable[[dict], Any]:
+    return lambda flat: value if flat.get("dataset.name") == "imagenet" else None
+
+
+# dotted key -> its value in runs recorded before it existed (a constant, or a function of the flat config)
+ADDED_KEYS: dict[str, Any] = {
+    "dataset.padding_mode": "zeros",  # the only mode there was: torchvision's RandomCrop default
+    "dataset.color_jitter": _imagenet_only(0.4),  # fb.resnet.torch's colour augmentation, always on for ImageNet
+    "dataset.lighting": _imagenet_only(0.1),
+    "model.drop_on_shortcut": False,
+    "model.drop_after_stem": False,
+    "drop.rounding": "round",
+    "schedule.warmup_steps": 0,
+    "schedule.warmup_lr": 0.01,
+    "curriculum.gamma": 0.001,
+}
+
+
+def with_added_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` (a dotted-key config) with every key of :data:`ADDED_KEYS` it lacks filled in."""
+    filled = dict(flat)
+    for key, value in ADDED_KEYS.items():
+        if key not in filled:
+            filled[key] = value(flat) if callable(value) else value
+    return filled
