@@ -154,6 +154,13 @@ def test_fidelity_switches_act_in_a_run_and_result_json_records_them(tmp_path):
         "floor", "reflect", True)
     assert (config["curriculum"]["name"], config["curriculum"]["gamma"], config["schedule"]["warmup_steps"]) == (
         "exponential", 0.1, 5)
+    # TensorBoard's HParams tab: the settings with the final errors, in the run's own event folder
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert events.PluginTagToContent("hparams") and "hparam/test_top1_error" in events.Tags()["scalars"]
+    assert events.Scalars("hparam/test_top1_error")[0].value == pytest.approx(result["test_top1_error"])
 
 
 def test_an_unwritable_run_directory_is_refused(tmp_path):

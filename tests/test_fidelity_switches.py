@@ -260,3 +260,35 @@ def test_every_switch_is_part_of_the_setting_so_readings_never_average():
         assert setting_of(other["config"]) != setting_of(base["config"]), dotted
     assert with_added_keys({"dataset.name": "imagenet"})["dataset.color_jitter"] == 0.4
     assert with_added_keys({"dataset.name": "cifar10"})["dataset.color_jitter"] is None
+
+
+# --- model.pretrained (issue 15) ----------------------------------------------------------------------------
+
+def test_pretrained_loads_a_torchvision_weight_file_strictly(tmp_path):
+    torch.manual_seed(1)
+    published = torchvision.models.resnet50()
+    path = tmp_path / "resnet50-published.pth"
+    torch.save(published.state_dict(), path)  # a torchvision weight file is exactly this: a bare state dict
+    model = create_model("resnet50", 1000, drop=_factory(), pretrained=path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), published.state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(ValueError, match="does not fit resnet50: a different shape for 2 key"):
+        create_model("resnet50", 10, pretrained=path)  # 10 classes: fc.weight and fc.bias differ
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        create_model("resnet50", 1000, pretrained=tmp_path / "missing.pth")
+
+
+def test_pretrained_in_the_config(tmp_path):
+    torch.manual_seed(2)
+    source = create_model("resnet8", 10)
+    path = tmp_path / "resnet8.pt"
+    torch.save({"model": source.state_dict()}, path)  # this project's checkpoint layout works too
+    cfg = make_cfg("dataset=synthetic", "model=resnet8", "drop=selectscale", f"model.pretrained={path}")
+    validate(cfg)
+    model = build_model(OmegaConf.merge(cfg, {"trainer": {"channels_last": False}}), 10, torch.device("cpu"))
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    with pytest.raises(ConfigError, match="model.pretrained=.* does not fit resnet8: missing"):
+        torch.save({"conv1.weight": source.conv1.weight}, path)
+        build_model(cfg, 10, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="model.pretrained='/nonexistent.pth' is invalid: no such file"):
+        validate(make_cfg("dataset=synthetic", "model.pretrained=/nonexistent.pth"))

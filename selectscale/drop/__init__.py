@@ -18,6 +18,7 @@ from torch import nn
 
 from . import functional
 from .functional import dropout, feature_map_scores, select_scale, selectout, spatial_dropout, spatial_scale
+from .insert import insert_drops
 from .layers import DropLayer, Dropout, Selectout, SelectScale, SpatialDropout, SpatialScale
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "dropout",
     "feature_map_scores",
     "functional",
+    "insert_drops",
     "select_scale",
     "selectout",
     "set_drop_strength",

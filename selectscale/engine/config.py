@@ -52,6 +52,7 @@ class ModelConfig:
     shortcut: str | None = None  # CIFAR ResNets/WRNs: pad (default) | avgpool
     drop_on_shortcut: bool = False  # resnet50: also a drop after each downsample BN (29 drop layers, not 27)
     drop_after_stem: bool = False  # CIFAR ResNets/WRNs: also a drop after the stem's BN + ReLU
+    pretrained: str | None = None  # a weight file loaded strictly before training (torchvision's resnet50-*.pth)
 
 
 @dataclass
@@ -255,8 +256,17 @@ def validate_devices(trainer: DictConfig) -> None:
         _fail("trainer.device", device, f"this machine has {count} CUDA device(s); use trainer.device=auto or cpu")
 
 
+def validate_files(cfg: DictConfig) -> None:
+    """The file-system checks, after every value check (a user with two mistakes hears of both in turn)."""
+    validate_dataset_files(cfg.dataset)
+    pretrained = cfg.model.get("pretrained")
+    if pretrained is not None and not Path(pretrained).expanduser().is_file():
+        _fail("model.pretrained", pretrained, "no such file; pass a weight file (e.g. torchvision's "
+              "resnet50-0676ba61.pth) or leave it null")
+
+
 def validate_dataset_files(dataset: DictConfig) -> None:
-    """The file-system check, after every value check (a user with two mistakes hears of both in turn)."""
+    """The data folder exists (or will be downloaded)."""
     if dataset.name != "synthetic" and not dataset.download and not Path(dataset.root).is_dir():
         _fail("dataset.root", dataset.root,
               f"the folder does not exist; point dataset.root at the folder holding the {dataset.name} files")
@@ -314,5 +324,5 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     validate_schedule(cfg)
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "it must be >= 0")
-    validate_dataset_files(cfg.dataset)
+    validate_files(cfg)
     validate_devices(cfg.trainer)

@@ -23,6 +23,7 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset.lighting": _imagenet_only(0.1),
     "model.drop_on_shortcut": False,
     "model.drop_after_stem": False,
+    "model.pretrained": None,
     "drop.rounding": "round",
     "schedule.warmup_steps": 0,
     "schedule.warmup_lr": 0.01,

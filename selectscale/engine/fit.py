@@ -82,7 +82,14 @@ def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> nn.M
     options = {} if cfg.model.shortcut is None else {"shortcut": cfg.model.shortcut}
     # Placements only when asked for: a builder without the slot never sees the keyword.
     options.update({key: True for key in ("drop_on_shortcut", "drop_after_stem") if cfg.model.get(key)})
-    model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_kwargs), **options)
+    if cfg.model.get("pretrained"):
+        options["pretrained"] = cfg.model.pretrained
+    try:
+        model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_kwargs), **options)
+    except ValueError as error:  # a weight file that does not fit: a config mistake, not a crash
+        if "pretrained" not in options:
+            raise
+        raise ConfigError(f"model.{error}") from error
     model = model.to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -189,9 +196,18 @@ class Trainer:
                             preemption.received is not None, self.ctx.device):
                         self.save()
                         raise Preempted(self._resume_hint(preemption.received or "a peer's signal"))
+            self._log_hparams(logger)
         finally:
             logger.close()
         return self._write_result(complete=True)
+
+    def _log_hparams(self, logger: MetricsLogger) -> None:
+        """TensorBoard HParams: every result-changing setting beside the final errors (fractions)."""
+        last = (read_metrics(self.run_dir) or [{}])[-1] if self.ctx.is_main else {}
+        hparams = {key: value for key, value in rundir.flatten(OmegaConf.to_container(self.cfg, resolve=True)).items()
+                   if key not in rundir.RESUMABLE_DIFFERENCES}
+        logger.log_hparams(hparams, {f"hparam/{key}": last.get(key) for key in
+                                     ("test_top1_error", "test_top5_error", "train_top1_error", "test_loss")})
 
     def _one_epoch(self, step_ctx: StepContext, logger: MetricsLogger) -> None:
         cfg, epochs = self.cfg, self.cfg.trainer.epochs

@@ -60,6 +60,18 @@ class MetricsLogger:
                                   "space, then resume with trainer.resume=auto)") from error
         log.info(summary_line(record))
 
+    def log_hparams(self, hparams: dict, metrics: dict) -> None:
+        """The run's hyperparameters with its final metrics, for TensorBoard's HParams tab (rank 0 only). Values
+        that are not numbers, strings or booleans (lists, null) are shown as text."""
+        if not self.enabled:
+            return
+        shown = {key: value if isinstance(value, bool | int | float | str) else str(value)
+                 for key, value in hparams.items()}
+        # run_name ".": the HParams summary goes into this run's own event folder, not a timestamped subfolder
+        self._writer.add_hparams(shown, {key: value for key, value in metrics.items() if value is not None},
+                                 run_name=".")
+        self._writer.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -43,19 +43,20 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _flatten(node, prefix: str = "") -> dict:
+def flatten(node, prefix: str = "") -> dict:
+    """Nested dicts to ``{"a.b": value}`` (lists kept as they are)."""
     if isinstance(node, dict):
         flat = {}
         for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: node}
 
 
 def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:
     """``key=new (saved: old)`` for every key whose value differs and matters for the result."""
-    old = with_added_keys(_flatten(OmegaConf.to_container(saved, resolve=True)))  # saved before a key existed
-    new = with_added_keys(_flatten(OmegaConf.to_container(current, resolve=True)))
+    old = with_added_keys(flatten(OmegaConf.to_container(saved, resolve=True)))  # saved before a key existed
+    new = with_added_keys(flatten(OmegaConf.to_container(current, resolve=True)))
     keys = sorted(set(old) | set(new))
     return [f"{k}={new.get(k)} (saved: {old.get(k)})" for k in keys
             if old.get(k) != new.get(k) and k not in RESUMABLE_DIFFERENCES]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import torch
 from torch import nn
 
 DropFactory = Callable[..., nn.Module]
@@ -23,13 +25,17 @@ def list_models() -> list[str]:
     return list(_BUILDERS)
 
 
-def create_model(name: str, num_classes: int, drop: DropFactory | None = None, **options) -> nn.Module:
+def create_model(name: str, num_classes: int, drop: DropFactory | None = None, pretrained: str | Path | None = None,
+                 **options) -> nn.Module:
     """Build a registered model.
 
     ``drop`` is ``None`` (no drop layers at all) or a factory: a callable returning a new drop module
     that accepts the keyword ``rate_scale``, e.g. ``functools.partial(SelectScale, top_rate=0.2,
     retain_rate=0.1)`` or ``selectscale.drop.drop_factory("selectscale", ...)``. The model calls it
     once per drop position. ``options`` are the family's extra choices (e.g. ``shortcut="avgpool"``).
+    ``pretrained``: a weight file to load, weights only and strictly (see :func:`load_pretrained`): e.g.
+    torchvision's ``resnet50-0676ba61.pth`` for ``resnet50`` with 1,000 classes, so that fine-tuning with
+    SelectScale starts from published weights (the drop layers hold no state: the keys are torchvision's).
     """
     if name not in _BUILDERS:
         raise ValueError(f"model {name!r} is not known: use one of {', '.join(_BUILDERS)}")
@@ -40,7 +46,44 @@ def create_model(name: str, num_classes: int, drop: DropFactory | None = None, *
             f"drop={drop!r} is not callable: pass None or a factory that returns a drop module and "
             "accepts rate_scale, e.g. functools.partial(SelectScale, top_rate=0.2, retain_rate=0.1)"
         )
-    return _BUILDERS[name](num_classes=num_classes, drop=drop, **options)
+    model = _BUILDERS[name](num_classes=num_classes, drop=drop, **options)
+    if pretrained is not None:
+        load_pretrained(model, pretrained, name)
+    return model
+
+
+def load_pretrained(model: nn.Module, path: str | Path, name: str = "the model") -> nn.Module:
+    """Load a state dict from ``path`` into ``model``, strictly, with ``torch.load(weights_only=True)`` (no code
+    runs from the file). The file holds the state dict itself (torchvision's weight files) or a mapping with it
+    under ``model`` (this project's checkpoint.pt) or ``state_dict``. Raises ValueError naming what does not fit."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained={str(path)!r}: no such file; pass a weight file such as torchvision's "
+                                "resnet50-0676ba61.pth")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a file that is not a weights-only pickle
+        raise ValueError(f"pretrained={str(path)!r} is not a weights-only torch file ({type(error).__name__}); "
+                         "pass a state dict saved with torch.save") from error
+    state = content.get("model", content.get("state_dict", content)) if isinstance(content, dict) else content
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"pretrained={str(path)!r} holds no state dict of tensors (found {type(state).__name__})")
+    problem = _state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise ValueError(f"pretrained={str(path)!r} does not fit {name}: {problem}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _state_dict_mismatch(expected: dict, found: dict) -> str | None:
+    """What keeps ``found`` from loading strictly into a model whose state dict is ``expected``, or None."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    shapes = [f"{key} {tuple(found[key].shape)} (the model: {tuple(value.shape)})" for key, value in expected.items()
+              if key in found and found[key].shape != value.shape]
+    parts = [f"{label} {len(items)} key(s), e.g. {items[0]}" for label, items in
+             (("missing", missing), ("unexpected", unexpected), ("a different shape for", shapes)) if items]
+    return "; ".join(parts) or None
 
 
 def make_drop(drop: DropFactory | None, rate_scale: float = 1.0, after_relu: bool = False) -> nn.Module:
