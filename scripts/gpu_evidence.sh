@@ -11,7 +11,7 @@
 # Steps: environment (GPU, torch, CUDA) -> install missing packages from .whl -> CUDA-only tests (pytest -m cuda)
 # -> scripts/bench_train.py on resnet110, wrn20_4, wrn20_8, resnext29_8x64d (none / selectscale; eager and
 # trainer.compile=true: images/s, MFU, SelectScale overhead, Table 1 projection) -> the mini CIFAR-10 evidence
-# (configs/experiment/mini_cifar10.yaml) with the full 200-epoch recipe, PARALLEL runs at once on the one GPU,
+# (configs/paper/mini_cifar10.yaml) with the full 200-epoch recipe, PARALLEL runs at once on the one GPU,
 # until its time is up (finished runs are complete; the rest are left out and said so) -> report.md.
 # At most 8 files come back from the device machine, so raw files go into one archive, raw.tar.gz.
 set -uo pipefail

@@ -103,10 +103,26 @@ def config_overrides(argv: list[str]) -> list[str] | None:
     return overrides
 
 
-def _explain(error: Exception, override: str) -> str:
+def _group_hint(override: str, config_dir: Path | None) -> str | None:
+    """The two config folders that are not plain groups: ``experiment`` (added with +) and ``paper`` (table specs)."""
+    key = override.split("=", 1)[0]
+    names = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml")) if config_dir else []
+    if key.lstrip("+~") == "paper":
+        return (f"{override}: configs/paper/ holds the table specs that `python -m selectscale.experiments run "
+                "NAME` reads, not train.py settings; for one row of a table use +experiment=NAME")
+    if key == "experiment":
+        return (f"{override}: an experiment file adds a whole setting: write +experiment=NAME"
+                + (f" (one of {', '.join(names)})" if names else ""))
+    return None
+
+
+def _explain(error: Exception, override: str, config_dir: Path | None = None) -> str:
     """Hydra's multi-line composition error as one line naming the override and what is allowed."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
+    hint = _group_hint(override, config_dir)
+    if hint is not None:
+        return hint
     text, cause = str(error), error.__cause__
     if isinstance(error, MissingConfigException) and "Available options" in text:
         group = text.split("Could not find '")[1].split("'")[0].split("/")[0]
@@ -162,7 +178,7 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
             with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
                 compose(config_name=config_name, overrides=variant)
         except (HydraException, OmegaConfBaseException) as error:
-            return _explain(error, varied or _culprit(error, variant))
+            return _explain(error, varied or _culprit(error, variant), config_dir)
     return None
 
 

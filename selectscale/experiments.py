@@ -1,6 +1,6 @@
 """Run and report the paper's tables and sweeps: ``python -m selectscale.experiments {run,report,smoke} NAME``.
 
-A table (or Figure 4's sweep) is a file ``configs/experiment/NAME.yaml``: a title, the paper's epochs, the
+A table (or Figure 4's sweep) is a file ``configs/paper/NAME.yaml``: a title, the paper's epochs, the
 overrides common to every row, and one row per cell (its ``train.py`` overrides and the paper's value); a
 sweep's ``sweeps`` expand into one row per value. ``run`` trains every row for every seed as one Hydra
 multirun per row (so ``--launcher joblib`` or ``submitit_slurm`` run them in parallel or on a cluster), into
@@ -26,7 +26,7 @@ from selectscale.report.evidence import plot_curves, write_summary
 from selectscale.runqueue import Job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "configs" / "experiment"
+EXPERIMENTS = REPO / "configs" / "paper"
 TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
 EVIDENCE = ("mini_cifar10",)  # our own experiments (not the paper's), rendered in a folder of their own
@@ -97,7 +97,7 @@ def _sweep_rows(spec: dict, sweep_points: int | None) -> list[Row]:
 
 
 def load_table(name: str, sweep_points: int | None = None) -> Table:
-    """The spec ``configs/experiment/NAME.yaml``; ``sweep_points`` keeps the first values of each sweep."""
+    """The spec ``configs/paper/NAME.yaml``; ``sweep_points`` keeps the first values of each sweep."""
     path = EXPERIMENTS / f"{name}.yaml"
     if name not in NAMES or not path.is_file():
         raise ExperimentError(f"experiment {name!r} is not known: use one of {', '.join(NAMES)}")
@@ -227,7 +227,7 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
     groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds)
     command = f"python -m selectscale.experiments report {table.name} --runs {runs}"
     provenance = [f"Rendered by `{command}` from the result.json files; each run's command is train.py with the "
-                  f"overrides in configs/experiment/{table.name}.yaml (test error of the last epoch)."]
+                  f"overrides in configs/paper/{table.name}.yaml (test error of the last epoch)."]
     evidence = table.layout == "evidence"
     folder = out / table.name if evidence else out
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,7 +240,7 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
                                paper_header=table.paper_header))
     if evidence:
         outputs.append(write_summary(groups, folder / "summary.json",
-                                     {"title": table.title, "command": command, "spec": f"configs/experiment/"
+                                     {"title": table.title, "command": command, "spec": f"configs/paper/"
                                       f"{table.name}.yaml", "left_out": [f"{p}: {r}" for p, r in skipped]}))
         outputs.append(plot_curves(groups, folder / "curves.png", table.title))
     if table.panels:

@@ -1,9 +1,10 @@
-"""The table specs (configs/experiment/) compose into valid runs; the runner's commands and refusals."""
+"""The table specs (configs/paper/) compose into valid runs; the runner's commands and refusals."""
 
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from report_fixtures import make_result, write_run
 
 from selectscale.engine import register_configs, validate
@@ -163,3 +164,35 @@ def test_snapshot_epochs_are_spread_over_the_run_and_reach_the_command(tmp_path)
     assert snapshot_epochs(3, 2) == [1, 2]
     command = row_command(load_table("table4").rows[0], tmp_path, 1, 2, None, None, [], snapshots=2)
     assert command[-1] == "trainer.snapshot_epochs=[1,2]"
+
+
+# +experiment=NAME files (configs/experiment/): the lightning-hydra-template convention, one setting each
+EXPERIMENT_ROWS = {
+    "table1_resnet110_selectscale": ("table1", "resnet110-selectscale"),
+    "table1_wrn20_4_selectscale": ("table1", "wrn20_4-selectscale"),
+    "table1_wrn20_8_selectscale": ("table1", "wrn20_8-selectscale"),
+    "table2_resnet110_selectscale": ("table2", "resnet110-selectscale"),
+    "table2_wrn20_4_selectscale": ("table2", "wrn20_4-selectscale"),
+    "table2_wrn20_8_selectscale": ("table2", "wrn20_8-selectscale"),
+    "table3_resnext29_cos600_cd_selectscale": ("table3", "cos600-cd-selectscale"),
+    "table4_resnet50_selectscale": ("table4", "selectscale"),
+}
+
+
+def _composed(overrides: list[str], root) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"dataset.root={root}"])
+    validate(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_every_experiment_file_is_listed():
+    assert sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")) == sorted(EXPERIMENT_ROWS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENT_ROWS))
+def test_an_experiment_file_pins_the_same_setting_as_its_table_row(name, tmp_path):
+    table, label = EXPERIMENT_ROWS[name]
+    row = {row.label: row for row in load_table(table).rows}[label]
+    assert _composed([f"+experiment={name}"], tmp_path) == _composed(list(row.overrides), tmp_path)
+    assert _composed([f"+experiment={name}", "seed=3"], tmp_path)["seed"] == 3  # overrides still apply after it

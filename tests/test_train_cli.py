@@ -69,7 +69,11 @@ CONFIGS = REPO / "configs"
     (["trainer.epochs=abc"], "trainer.epochs=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     (["schedule.milestones=[0.3"], "schedule.milestones=[0.3: cannot parse it"),
     (["-m", "seed=0,1", "model=resnet20,foo"], "model=foo: no such option in configs/model/"),
-], ids=["misspelt-key", "unknown-option", "wrong-type", "syntax", "bad-sweep-value"])
+    (["experiment=table1_wrn20_4_selectscale"], "experiment=table1_wrn20_4_selectscale: an experiment file adds a "
+                                                "whole setting: write +experiment=NAME (one of table1_resnet110"),
+    (["+paper=table1"], "+paper=table1: configs/paper/ holds the table specs"),
+], ids=["misspelt-key", "unknown-option", "wrong-type", "syntax", "bad-sweep-value", "experiment-without-plus",
+        "paper-spec"])
 def test_hydra_composition_errors_become_one_line(argv, expected):
     from selectscale.cli import composition_error
 

@@ -1,6 +1,6 @@
 """Figure 4 of the paper: SelectScale's test error against its top rate and its retaining rate.
 
-The runs are a sweep experiment (``configs/experiment/fig4.yaml``) trained and collected by
+The runs are a sweep experiment (``configs/paper/fig4.yaml``) trained and collected by
 :mod:`selectscale.experiments` like a table: ``make fig4`` trains (or resumes) them, ``make fig4-report``
 renders ``results/fig4.md`` (every point with mean ± std over seeds and the usual flags) and ``fig4.png``
 (one panel per sweep, error bars = sample std over seeds, with the no-drop run and the best other method
