@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint demo demo-layers bench bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
-	cam-report gpu-evidence-dry-run
+	cam-report gpu-evidence-dry-run wheel-check
 
 help: ## Show this help
 	@echo "usage: make <target>"
@@ -29,6 +29,9 @@ test: $(INSTALLED) ## Run the fast test suite (a few minutes on 2 CPU cores)
 
 test-all: $(INSTALLED) ## Run every test, slow ones included (torch.compile, DDP, real-data training)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+wheel-check: $(INSTALLED) ## Build the wheel, install it outside the repository, run its commands from an empty folder
+	scripts/wheel_check.sh $(PY)
 
 lint: $(INSTALLED) ## Check style with ruff
 	$(PY) -m ruff check .

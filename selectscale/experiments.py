@@ -1,4 +1,5 @@
-"""Run and report the paper's tables and sweeps: ``python -m selectscale.experiments {run,report,smoke} NAME``.
+"""Run and report the paper's tables and sweeps: ``python -m selectscale.experiments {run,report,smoke} NAME``
+(``selectscale-experiments`` once installed), and ``compare RUN_DIR...``.
 
 A table (or Figure 4's sweep) is a file ``configs/paper/NAME.yaml``: a title, the paper's epochs, the
 overrides common to every row, and one row per cell (its ``train.py`` overrides and the paper's value); a
@@ -7,7 +8,8 @@ multirun per row (so ``--launcher joblib`` or ``submitit_slurm`` run them in par
 ``RUNS/NAME/<row>/seed<k>/``, with ``trainer.resume=auto``: finished runs are skipped and interrupted ones
 continue. ``report`` renders ``results/NAME.md`` and ``.tex`` (and a sweep's ``NAME.png``) from whatever
 runs exist, flagging missing seeds, shortened schedules and unofficial data, and never averaging incomplete
-runs or different settings. ``smoke`` runs a table end to end on tiny synthetic data.
+runs or different settings. ``smoke`` runs a table end to end on tiny synthetic data. ``compare RUN_DIR...``
+puts any runs side by side (``selectscale.report.compare``).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+import selectscale
+from selectscale.paths import config_dir
 from selectscale.report import collect, group, render_latex, render_markdown
 from selectscale.report.evidence import plot_curves, write_summary
 from selectscale.runqueue import Job, run_jobs
 
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "configs" / "paper"
+EXPERIMENTS = config_dir() / "paper"
+TRAIN = (sys.executable, "-m", "selectscale.train")  # train.py's command line, wherever the package is installed
 TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
 EVIDENCE = ("mini_cifar10",)  # our own experiments (not the paper's), rendered in a folder of their own
@@ -129,7 +133,7 @@ def _run_overrides(row: Row, epochs: int | None, data: str | None, launcher: str
 def row_command(row: Row, run_dir: Path, seeds: int, epochs: int | None, data: str | None,
                 launcher: str | None, extra: list[str], snapshots: int = 0) -> list[str]:
     """One Hydra multirun over the seeds of one row; ``snapshots`` > 0 keeps that many weight snapshots."""
-    return [sys.executable, str(REPO / "train.py"), "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
+    return [*TRAIN, "-m", *row.overrides, f"seed={','.join(map(str, range(seeds)))}",
             f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=seed${seed}",
             *_run_overrides(row, epochs, data, launcher, extra, snapshots)]
 
@@ -138,7 +142,7 @@ def run_command(row: Row, run_dir: Path, seed: int, epochs: int | None, data: st
                 snapshots: int = 0) -> list[str]:
     """One plain resumable run of one row and seed into ``run_dir`` (a job of the parallel queue); it resumes
     a run that :func:`row_command` started and vice versa (``output_dir`` may differ on resume)."""
-    return [sys.executable, str(REPO / "train.py"), *row.overrides, f"seed={seed}", f"output_dir={run_dir}",
+    return [*TRAIN, *row.overrides, f"seed={seed}", f"output_dir={run_dir}",
             *_run_overrides(row, epochs, data, None, extra, snapshots)]
 
 
@@ -170,10 +174,10 @@ def table_jobs(table: Table, runs: Path, seeds: int, epochs: int | None, data: s
 def run_table_parallel(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, extra: list[str],
                        parallel: int, snapshots: int = 0) -> None:
     """All rows x seeds in one queue, ``parallel`` at a time; every job runs even when another fails."""
-    runs = runs.resolve()  # the jobs run in the repository root
+    runs = runs.resolve()  # absolute: the log and run paths must not depend on the jobs' folder
     jobs = table_jobs(table, runs, seeds, epochs, data, extra, snapshots)
     print(f"[{table.name}] {len(jobs)} runs, {parallel} at a time; logs in {runs / table.name / 'logs'}", flush=True)
-    failures = run_jobs(jobs, parallel, REPO, echo=lambda line: print(f"[{table.name}] {line}", flush=True))
+    failures = run_jobs(jobs, parallel, Path.cwd(), echo=lambda line: print(f"[{table.name}] {line}", flush=True))
     if failures:
         for failure in failures:
             print(f"[{table.name}] failed: {failure.line()}", file=sys.stderr, flush=True)
@@ -190,7 +194,7 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
     for row in table.rows:  # a failed row (its multirun lists its failed seeds) does not stop the rows after it
         command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra, snapshots)
         print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
-        done = subprocess.run(command, cwd=REPO)
+        done = subprocess.run(command)
         if done.returncode != 0:
             failed.append(f"{row.label} (exit {done.returncode})")
     if failed:
@@ -266,14 +270,17 @@ def smoke(names: list[str], keep: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m selectscale.experiments", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["run", "report", "smoke"])
-    parser.add_argument("names", nargs="+", help=f"tables and sweep figures: {', '.join(NAMES)}")
+    parser.add_argument("action", choices=["run", "report", "smoke", "compare"])
+    parser.add_argument("names", nargs="+", help=f"tables and sweep figures: {', '.join(NAMES)}; for compare: "
+                        "run directories (or folders of them)")
     parser.add_argument("--seeds", type=int, default=5, help="runs per row (the paper: 5)")
     parser.add_argument("--epochs", type=int, default=None, help="shorten every row to this many epochs")
     parser.add_argument("--data", default=None, help="dataset.root for every run")
     parser.add_argument("--launcher", default=None, help="Hydra launcher, e.g. joblib or submitit_slurm")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where run directories live")
-    parser.add_argument("--out", type=Path, default=REPO / "results", help="where tables are written")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where run directories live (default: ./runs)")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="where tables are written (default: ./results)")
+    parser.add_argument("--version", action="version", version=f"selectscale {selectscale.__version__}")
     parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
     parser.add_argument("--rows", default=None, help="run: only these rows (comma-separated labels); no report")
     parser.add_argument("--snapshots", type=int, default=0, help="run: keep this many weight snapshots per run")
@@ -282,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=None,
                         help="run: queue every run of the table (rows x seeds) and keep this many running at once")
     args, extra = parser.parse_known_args(argv)
+    if args.action == "compare":
+        from selectscale.report.compare import print_comparison
+
+        return print_comparison([Path(name) for name in args.names])
     try:
         if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
             raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")

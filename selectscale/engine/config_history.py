@@ -38,3 +38,20 @@ def with_added_keys(flat: dict[str, Any]) -> dict[str, Any]:
         if key not in filled:
             filled[key] = value(flat) if callable(value) else value
     return filled
+
+
+def complete_config(cfg):
+    """A run's saved config (``config.yaml``, a DictConfig) with the keys it lacks filled in as :data:`ADDED_KEYS`
+    says, so that code of today can read a run recorded before them."""
+    from omegaconf import OmegaConf
+
+    flat = {key: OmegaConf.select(cfg, key, default=_ABSENT) for key in (*ADDED_KEYS, "dataset.name")}
+    present = {key: value for key, value in flat.items() if value is not _ABSENT}
+    filled = OmegaConf.create(OmegaConf.to_container(cfg))
+    for key, value in with_added_keys(present).items():
+        if key in ADDED_KEYS and key not in present:
+            OmegaConf.update(filled, key, value, force_add=True)
+    return filled
+
+
+_ABSENT = object()

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from selectscale.data import BadImageError, CifarSplit, DatasetBundle, build_dataset, imagenet_val_transform
 from selectscale.engine.checkpoint import load_checkpoint
+from selectscale.engine.config_history import complete_config
 from selectscale.engine.results import read_result
 from selectscale.figures.errors import FigureError
 
@@ -21,7 +22,7 @@ def load_trained_run(run_dir: Path):
     state = load_checkpoint(run_dir)
     if state is None or not (run_dir / "config.yaml").is_file():
         raise FigureError(f"{run_dir} holds no valid checkpoint.pt and config.yaml: train a run there first")
-    return OmegaConf.load(run_dir / "config.yaml"), state["model"]
+    return complete_config(OmegaConf.load(run_dir / "config.yaml")), state["model"]
 
 
 @dataclass

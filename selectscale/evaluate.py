@@ -1,0 +1,109 @@
+"""Evaluate a finished run's weights without training: ``selectscale-evaluate RUN_DIR [key=value ...]``.
+
+    selectscale-evaluate runs/table1/wrn20_8-selectscale/seed0                       # its own test set
+    selectscale-evaluate RUN_DIR dataset.root=/data/cifar-10-c trainer.device=cuda    # another copy or device
+    selectscale-evaluate RUN_DIR --with-drops --repeats 5                            # drops on at inference
+
+Top-1 and top-5 error and the loss over every test image exactly once (the training loop's ``evaluate``), in
+eval mode; ``--with-drops`` switches only the drop layers on (Figure 3's mode) and averages ``--repeats`` passes.
+Only the data (``dataset.*``) and how to run (``trainer.device``, ``trainer.batch_size``, ``trainer.amp``,
+``trainer.cpu_amp``, ``trainer.channels_last``) may change: the network is the run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import selectscale
+from selectscale.data import build_dataset, build_loaders
+from selectscale.drop import apply_at_inference
+from selectscale.engine.config import ConfigError, validate
+from selectscale.engine.fit import build_model
+from selectscale.engine.steps import evaluate
+from selectscale.figures.errors import FigureError
+from selectscale.figures.runs import load_trained_run
+
+CHANGEABLE = ("dataset.", "trainer.device", "trainer.batch_size", "trainer.amp", "trainer.cpu_amp",
+              "trainer.channels_last")
+
+
+def _with_overrides(cfg, overrides: list[str]):
+    bad = [item for item in overrides if "=" not in item or not item.split("=", 1)[0].startswith(CHANGEABLE)]
+    if bad:
+        raise ConfigError(f"{bad[0]}: only the data and how to run may change at evaluation "
+                          f"({', '.join(CHANGEABLE)}*), as key=value")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from error
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate_run(run_dir: Path, overrides: list[str], with_drops: bool, repeats: int) -> dict:
+    """The run's test metrics (fractions), over ``repeats`` passes with drops on, or one pass without."""
+    cfg, weights = load_trained_run(run_dir)
+    cfg = _with_overrides(OmegaConf.merge(cfg, {"model": {"pretrained": None}}), overrides)  # weights: the run's
+    validate(cfg)
+    device = _device(str(cfg.trainer.device))
+    data = cfg.dataset
+    bundle = build_dataset(data.name, data.root, num_train=data.train_size, num_test=data.test_size,
+                           num_classes=data.num_classes)
+    _, test = build_loaders(bundle, cfg.trainer.batch_size, seed=cfg.seed, device=device,
+                            channels_last=cfg.trainer.channels_last, workers=data.workers)
+    model = build_model(cfg, bundle.num_classes, device)
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    passes = []
+    for _ in range(repeats if with_drops else 1):
+        if with_drops:
+            with apply_at_inference(model):
+                passes.append(evaluate(model, test, cfg, device))
+        else:
+            passes.append(evaluate(model, test, cfg, device))
+    summary = {key: statistics.fmean(p[key] for p in passes) for key in ("test_top1_error", "test_top5_error",
+                                                                          "test_loss")}
+    return dict(run_dir=str(run_dir), dataset=data.name, root=str(data.root), verified=bool(bundle.verified),
+                test_images=passes[0]["test_images"], with_drops=with_drops, repeats=len(passes), **summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selectscale-evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a finished run directory (config.yaml + checkpoint.pt)")
+    parser.add_argument("overrides", nargs="*", help="key=value: dataset.* and trainer.{device,batch_size,amp,...}")
+    parser.add_argument("--with-drops", action="store_true", help="drop layers on at inference (Figure 3)")
+    parser.add_argument("--repeats", type=int, default=1, help="with --with-drops: passes to average")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--version", action="version", version=f"selectscale {selectscale.__version__}")
+    args = parser.parse_args(argv)
+    try:
+        if args.repeats < 1:
+            raise ConfigError(f"--repeats={args.repeats} must be >= 1")
+        result = evaluate_run(args.run_dir, args.overrides, args.with_drops, args.repeats)
+    except (ConfigError, FigureError, FileNotFoundError, ValueError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        mode = f", drops on at inference, mean of {result['repeats']}" if args.with_drops else ""
+        print(f"{result['run_dir']}: test top-1 error {100 * result['test_top1_error']:.2f}%, top-5 "
+              f"{100 * result['test_top5_error']:.2f}%, loss {result['test_loss']:.4f} on {result['test_images']} "
+              f"images of {result['dataset']} ({result['root']}, verified {result['verified']}){mode}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
