@@ -1,7 +1,8 @@
 """The package list in pyproject.toml matches what is on disk, so a wheel carries every module and config."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
