@@ -53,14 +53,30 @@ class SweepRecord:
     jobs: int = 0
     failures: list[str] = field(default_factory=list)
     status: int = 0
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)  # (run directory, outcome, top-1 %)
+
+    def succeeded(self, job: str, result: dict) -> None:
+        top1 = result.get("test_top1_error")
+        self.outcomes.append((job, "done", "—" if top1 is None else f"{100 * top1:.2f}"))
 
     def failed(self, job: str, status: int, error: BaseException) -> None:
         reason = " ".join(str(error).split()) or type(error).__name__
         self.failures.append(f"{job}: exit {status}: {reason}")
+        self.outcomes.append((job, f"failed (exit {status})", "—"))
         self.status = max(self.status, status)
 
+    def summary_table(self) -> str:
+        """One line per job of this process: run directory, outcome, final test top-1 error."""
+        width = max(len(job) for job, _, _ in self.outcomes)
+        lines = [f"{'run directory'.ljust(width)}  {'outcome':<16}  test top-1 (%)"]
+        lines += [f"{job.ljust(width)}  {outcome:<16}  {top1}" for job, outcome, top1 in self.outcomes]
+        return "\n".join(lines)
+
     def finish(self) -> int:
-        """Print the failures (if any) on stderr; the exit status of the whole sweep."""
+        """After a multirun of several jobs, the table of its jobs; the failures (if any) on stderr; the exit
+        status of the whole sweep."""
+        if len(self.outcomes) > 1:
+            print(f"sweep of {len(self.outcomes)} jobs in this process:\n{self.summary_table()}", flush=True)
         if self.failures:
             print(f"error: {len(self.failures)} of {self.jobs} jobs of this sweep failed (the others ran):",
                   file=sys.stderr)

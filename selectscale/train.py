@@ -78,6 +78,7 @@ def main(cfg: DictConfig) -> None:
             for folder in (hydra_dir, hydra_dir.parent):  # its run folder, then the date folder above it
                 if folder.is_dir() and folder.stat().st_mtime >= STARTED:  # made or changed by this process
                     remove_if_empty(folder)
+    SWEEP.succeeded(str(resolve_run_dir(cfg)), result)
     if int(os.environ.get("RANK", "0")) == 0:
         print(final_summary(result, resolve_run_dir(cfg)))
 

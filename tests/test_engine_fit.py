@@ -1,6 +1,7 @@
 """fit(): outputs, refusals, exact resume after an interruption, non-finite loss, curriculum."""
 
 import json
+import logging
 import math
 import os
 import re
@@ -317,3 +318,12 @@ def test_sigusr2_checkpoints_then_hands_the_signal_on_and_the_requeued_job_resum
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     fit(make_cfg(run_dir))  # trainer.resume is "never" on the command line: the requeue resumes anyway
     assert metrics(run_dir) == metrics(reference_dir)
+
+
+def test_progress_lines_without_a_terminal(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(engine_steps, "PROGRESS_EVERY_S", 0.0)  # every step, instead of every minute
+    caplog.set_level(logging.INFO, logger="selectscale")  # train.py's Hydra logging config does this
+    run_dir = tmp_path / "progress"
+    fit(make_cfg(run_dir, "trainer.epochs=1", "trainer.progress_bar=true"))  # pytest's stderr is not a terminal
+    lines = [message for message in caplog.messages if "img/s | loss" in message]
+    assert len(lines) == 4 and "epoch 1 step 4/4" in lines[-1] and "epoch left ~0 s" in lines[-1]

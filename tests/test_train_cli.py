@@ -121,3 +121,16 @@ def test_a_refused_run_in_hydras_dated_folder_leaves_no_empty_folder(tmp_path):
     done = train("dataset=synthetic", "trainer.epochs=0", "trainer.device=cpu", cwd=tmp_path)
     assert done.returncode == 2 and "trainer.epochs=0" in done.stderr
     assert [p for p in tmp_path.rglob("*") if p.name != "runs"] == []
+
+
+def test_a_sweep_ends_with_a_table_of_its_jobs(capsys):
+    from selectscale.cli import SweepRecord
+    from selectscale.engine import ConfigError
+
+    record = SweepRecord(jobs=2)
+    record.succeeded("multirun/x/drop=none", {"test_top1_error": 0.0512})
+    record.failed("multirun/x/drop=selectscale", 2, ConfigError("drop.top_rate=1.5 is invalid"))
+    assert record.finish() == 2
+    out, err = capsys.readouterr()
+    assert "sweep of 2 jobs in this process:" in out and "multirun/x/drop=none" in out and "5.12" in out
+    assert "failed (exit 2)" in out and "1 of 2 jobs of this sweep failed" in err

@@ -4,7 +4,10 @@ synchronisation per step) and are reduced across ranks as sums, so every rank re
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +19,11 @@ from selectscale.drop import drop_layers
 from .distributed import sum_across_ranks
 from .records import progress_bar
 from .schedule import drop_strength, learning_rate
+
+log = logging.getLogger("selectscale")
+# Without a terminal (a cluster log, `make demo > log`) a progress line this often, in seconds of wall time,
+# instead of the bar: an ImageNet epoch is not an hour of silence.
+PROGRESS_EVERY_S = 60.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -85,6 +93,8 @@ def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: Ste
     check_every = 1 if ctx.device.type == "cpu" else 50  # a NaN check syncs: free on CPU, rare on GPU
     first_lr, first_strength = partial.get("lr"), partial.get("strength")
     batch = start_batch
+    heartbeat = _Heartbeat(epoch, start_batch, ctx.steps_per_epoch) if ctx.show_progress and not \
+        sys.stderr.isatty() else None
     with progress_bar(ctx.steps_per_epoch - start_batch, epoch, ctx.show_progress) as bar:
         for batch, (images, labels) in enumerate(loader, start=start_batch):
             if batch >= ctx.steps_per_epoch:
@@ -95,6 +105,8 @@ def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: Ste
             images_seen += labels.shape[0]
             ctx.global_step += 1
             bar.update(1)
+            if heartbeat is not None:
+                heartbeat.step(batch + 1, labels.shape[0], loss)
             if (batch + 1) % check_every == 0 or batch + 1 == ctx.steps_per_epoch:
                 _check_finite(loss, sums, epoch, batch)
             if ctx.preemption.received and batch + 1 < ctx.steps_per_epoch:
@@ -102,6 +114,25 @@ def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: Ste
                             next_batch=batch + 1, finished=False)
     return dict(sums=sums, images=images_seen, lr=first_lr, strength=first_strength,
                 next_batch=ctx.steps_per_epoch, finished=True)
+
+
+class _Heartbeat:
+    """A log line every :data:`PROGRESS_EVERY_S` seconds: step, images/s, loss, the epoch's time left."""
+
+    def __init__(self, epoch: int, start_batch: int, steps: int) -> None:
+        self.epoch, self.start_batch, self.steps = epoch, start_batch, steps
+        self.started = self.last = time.perf_counter()
+        self.images = 0
+
+    def step(self, done: int, images: int, loss: torch.Tensor) -> None:
+        self.images += images
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last, elapsed = now, now - self.started
+        left = elapsed / max(done - self.start_batch, 1) * (self.steps - done)
+        log.info("epoch %d step %d/%d | %.0f img/s | loss %.4f | epoch left ~%.0f s", self.epoch + 1, done,
+                 self.steps, self.images / elapsed, float(loss), left)  # float(loss): one sync a minute
 
 
 def _train_step(model: nn.Module, images, labels, ctx: StepContext, sums: torch.Tensor) -> torch.Tensor:

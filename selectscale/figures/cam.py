@@ -178,7 +178,7 @@ def render_grid(path: Path, split: Split, rows: list[int], columns: list[Column]
 
     images, labels = split.load(rows)
     shown = split.display(images)
-    figure = Figure(figsize=(1.9 * (len(columns) + 1), 1.9 * len(rows)))
+    figure = Figure(figsize=(1.9 * (len(columns) + 1) + 0.8, 1.9 * len(rows) + 0.3), layout="constrained")
     axes = figure.subplots(len(rows), len(columns) + 1, squeeze=False)
     for row, index in enumerate(rows):
         axes[row, 0].imshow(shown[row].numpy())
@@ -193,7 +193,14 @@ def render_grid(path: Path, split: Split, rows: list[int], columns: list[Column]
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.tight_layout()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap="jet"), ax=axes, shrink=0.5, pad=0.01,
+                    label="class activation (each map scaled to [0, 1])")
+    figure.text(0.01, 0.002, "; ".join(f"{c.label}: {c.cfg.model.name}, {c.epochs} epochs, seed {c.cfg.seed}, "
+                                       f"trained on {c.trained_on}" for c in columns), fontsize=5, color="0.3",
+                wrap=True)
     figure.savefig(path, dpi=150)
 
 

@@ -20,7 +20,7 @@ import torch
 from selectscale.data import DeviceLoader, build_dataset
 from selectscale.drop import apply_at_inference, drop_factory
 from selectscale.figures.errors import FigureError
-from selectscale.figures.runs import load_trained_run
+from selectscale.figures.runs import load_trained_run, training_record
 from selectscale.models import create_model
 
 METHODS = ("dropout", "spatial_dropout", "selectout")
@@ -91,7 +91,11 @@ def render(curves: dict, run_dir: Path, out: Path, label: str, notes: tuple[str,
     axes.invert_xaxis()
     axes.set(xlabel="retaining rate at inference", ylabel="test error (%)", title=label)
     axes.legend()
-    figure.tight_layout()
+    cfg, _ = load_trained_run(run_dir)
+    epochs, data = training_record(run_dir, cfg)
+    figure.text(0.01, 0.01, f"{cfg.model.name}, seed {cfg.seed}; data: {data}; epochs: {epochs}", fontsize=6,
+                color="0.3")
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(out / "fig3.png", dpi=150)
     plt.close(figure)
     lines = [f"# Figure 3: drops applied at inference to a network trained without drop ({label})", "",

@@ -57,8 +57,9 @@ def plot_sweeps(table, groups, path: Path) -> Path:
         axis.legend(fontsize=7)
     data = " + ".join(sorted({group.data for group in groups}))
     epochs = "/".join(sorted({str(epoch) for group in groups for epoch in group.epochs}))
-    figure.suptitle(f"{table.title}\ndata: {data}; {epochs} epochs (paper: {groups[0].paper_epochs}); "
-                    "error bars: std over seeds", fontsize=8)
+    seeds = max((group.n for group in groups), default=0)
+    figure.suptitle(f"{table.title}\ndata: {data}; {epochs} epochs (paper: {groups[0].paper_epochs}); up to {seeds} "
+                    "seeds a point; error bars: std over seeds", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=150)
     plt.close(figure)

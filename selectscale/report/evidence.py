@@ -64,6 +64,16 @@ def mean_curve(entry: Group) -> list[tuple[int, float, float, float]]:
             for epoch, values in sorted(by_epoch.items()) if len(values) == entry.n]
 
 
+def figure_caption(groups: Sequence[Group]) -> str:
+    """What a figure was made from, for a caption line: models, data, epochs, seeds (issue 15)."""
+    models = sorted({row.model for entry in groups for row in entry.rows})
+    data = " + ".join(sorted({entry.data for entry in groups}))
+    epochs = "/".join(sorted({str(epoch) for entry in groups for epoch in entry.epochs}, key=int))
+    seeds = sorted({seed for entry in groups for seed in entry.seeds})
+    return (f"model: {', '.join(models)}; data: {data}; {epochs} epochs; seeds {', '.join(map(str, seeds))} "
+            f"(n per line in the legend)")
+
+
 def plot_curves(groups: Sequence[Group], path: Path, title: str) -> Path:
     """Test error over epochs, one line per group (mean over seeds) with its min-max band."""
     import matplotlib
@@ -85,7 +95,8 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     _zoom_to_late_epochs(axis, groups)
-    figure.tight_layout()
+    figure.text(0.01, 0.01, figure_caption(groups), fontsize=7, color="0.3")
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
