@@ -55,11 +55,11 @@ def test_table_jobs_cover_rows_times_seeds_seed_by_seed(tmp_path):
     assert len(jobs) == 2 * len(table.rows)
     assert [job.name for job in jobs[:2]] == ["table1/resnet110-none/seed0", "table1/resnet110-dropout/seed0"]
     assert jobs[len(table.rows)].name.endswith("seed1")
-    command = list(jobs[0].command)
+    command = list(jobs[0].command)[3:]  # after `python -m selectscale.train`
     assert "-m" not in command and "seed=0" in command
     assert f"output_dir={tmp_path}/table1/resnet110-none/seed0" in command
     # The same training overrides, in the same order, as the per-row multirun: each path resumes the other's runs.
-    multirun = row_command(table.rows[0], tmp_path, 2, 10, "/data", None, ["x=1"])
+    multirun = row_command(table.rows[0], tmp_path, 2, 10, "/data", None, ["x=1"])[3:]
     keep = [part for part in multirun if not part.startswith(("seed=", "hydra.sweep", "-m"))]
     assert [part for part in command if not part.startswith(("seed=", "output_dir="))] == keep
     assert run_command(table.rows[0], tmp_path / "r", 3, None, None, [])[-1] == "trainer.resume=auto"
