@@ -18,7 +18,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -26,6 +25,7 @@ import selectscale
 from selectscale.data import build_dataset, build_loaders
 from selectscale.drop import apply_at_inference
 from selectscale.engine.config import ConfigError, validate
+from selectscale.engine.distributed import choose_device
 from selectscale.engine.fit import build_model
 from selectscale.engine.steps import evaluate
 from selectscale.figures.errors import FigureError
@@ -46,18 +46,12 @@ def _with_overrides(cfg, overrides: list[str]):
         raise ConfigError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from error
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate_run(run_dir: Path, overrides: list[str], with_drops: bool, repeats: int) -> dict:
     """The run's test metrics (fractions), over ``repeats`` passes with drops on, or one pass without."""
     cfg, weights = load_trained_run(run_dir)
     cfg = _with_overrides(OmegaConf.merge(cfg, {"model": {"pretrained": None}}), overrides)  # weights: the run's
     validate(cfg)
-    device = _device(str(cfg.trainer.device))
+    device = choose_device(str(cfg.trainer.device), local_rank=0)
     data = cfg.dataset
     bundle = build_dataset(data.name, data.root, num_train=data.train_size, num_test=data.test_size,
                            num_classes=data.num_classes)

@@ -14,15 +14,15 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from selectscale.data.loader import PADDING_MODES
 from selectscale.drop import DROP_LAYERS
+from selectscale.drop.functional import ROUNDINGS
 from selectscale.models import list_models
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
 CURRICULA = ("none", "linear", "exponential")
 SCORES = ("max", "mean", "avgpool")
-ROUNDINGS = ("round", "floor", "ceil")
-PADDING_MODES = ("zeros", "reflect")
 
 
 class ConfigError(ValueError):

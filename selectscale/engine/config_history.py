@@ -16,6 +16,8 @@ def _imagenet_only(value: Any) -> Callable[[dict], Any]:
     return lambda flat: value if flat.get("dataset.name") == "imagenet" else None
 
 
+_ABSENT = object()  # a key the saved config does not have (None is a value)
+
 # dotted key -> its value in runs recorded before it existed (a constant, or a function of the flat config)
 ADDED_KEYS: dict[str, Any] = {
     "dataset.padding_mode": "zeros",  # the only mode there was: torchvision's RandomCrop default
@@ -53,5 +55,3 @@ def complete_config(cfg):
             OmegaConf.update(filled, key, value, force_add=True)
     return filled
 
-
-_ABSENT = object()
