@@ -6,4 +6,6 @@ DROP_ARGS = {
     "spatial_scale": dict(retain_rate=0.2),
     "selectout": dict(top_rate=0.5, retain_rate=0.6),
     "selectscale": dict(top_rate=0.3, retain_rate=0.0),
+    "dropblock": dict(retain_rate=0.6, block_size=3),
+    "select_dropblock": dict(top_rate=0.5, retain_rate=0.5, block_size=3),
 }

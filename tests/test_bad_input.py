@@ -48,7 +48,7 @@ class Case:
 CASES = [
     Case("unknown-model", ("model=resnet99",), ("model", "resnet99", "resnet20")),
     Case("unknown-model-name", ("model.name=resnet99",), ("model.name", "resnet99", "resnet20")),
-    Case("unknown-drop", ("drop=dropblock",), ("drop", "dropblock", "selectscale")),
+    Case("unknown-drop", ("drop=dropconnect",), ("drop", "dropconnect", "selectscale")),
     Case("unknown-dataset", ("dataset=mnist",), ("dataset", "mnist", "cifar10")),
     Case("top-rate-above-1", ("drop=selectscale", "drop.top_rate=1.5"), ("drop.top_rate", "1.5", "[0.0, 1.0]")),
     Case("retain-rate-negative", ("drop=dropout", "drop.retain_rate=-0.1"),

@@ -21,7 +21,7 @@ from selectscale.drop import (
 
 ARGS = DROP_ARGS
 METHODS = list(ARGS)
-MAP_METHODS = [m for m in METHODS if m != "dropout"]  # one factor per (sample, channel)
+MAP_METHODS = [m for m in METHODS if m != "dropout"]  # draws per map or block, the same in any memory layout
 
 
 def make(name: str, **overrides) -> nn.Module:
@@ -160,6 +160,11 @@ def test_extra_repr_shows_the_arguments():
     assert repr(SpatialDropout(0.9)) == "SpatialDropout(retain_rate=0.9, rate_scale=1.0)"
 
 
+def test_every_registered_method_has_test_arguments():
+    # a method added to DROP_LAYERS without an entry in drop_cases.DROP_ARGS would escape every test above
+    assert set(ARGS) == set(DROP_LAYERS) - {"none"}
+
+
 def test_build_drop_knows_every_name():
     assert isinstance(build_drop("none"), nn.Identity)
     assert isinstance(build_drop("none", rate_scale=0.5), nn.Identity)
@@ -176,7 +181,7 @@ def test_cuda_forward_backward_without_host_sync(name):
     layer(x).sum().backward()  # warm-up outside the check
     torch.cuda.set_sync_debug_mode("error")
     try:
-        layer.drop_strength.fill_(0.5)
+        set_drop_strength(layer, 0.5)  # a buffer fill: no sync (Selective's strength lives on its base)
         layer(x).sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -24,7 +24,7 @@ BAD_CONSTRUCTIONS = [
     (lambda: SelectScale(0.2, 0.1, score="avgpool", score_window=0), ["score_window=0", ">= 1"]),
     (lambda: Selectout(top_rate=0.1, retain_rate=0.8), ["retain_rate=0.8", "top_rate=0.1", "<= top_rate"]),
     (lambda: Dropout("0.9"), ["retain_rate='0.9'", "number"]),
-    (lambda: build_drop("dropblock"), ["'dropblock'", "selectscale", "spatial_dropout"]),
+    (lambda: build_drop("dropconnect"), ["'dropconnect'", "selectscale", "spatial_dropout"]),
     (lambda: build_drop("dropout", retain_rate=0.9, top_rate=0.2), ["top_rate", "retain_rate, rate_scale"]),
     (lambda: build_drop("none", retain_rate=0.9), ["'none'", "retain_rate"]),
     (lambda: drop_factory("selectscale", top_rate=2.0, retain_rate=0.1), ["top_rate=2.0"]),

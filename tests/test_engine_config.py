@@ -65,7 +65,7 @@ def test_wrong_type_fails_at_composition(override):
 
 BAD = [
     (["model.name=resnet18"], "model.name='resnet18'"),
-    (["drop.name=dropblock"], "drop.name='dropblock'"),
+    (["drop.name=dropconnect"], "drop.name='dropconnect'"),
     (["dataset.name=mnist"], "dataset.name='mnist'"),
     (["drop=selectscale", "drop.top_rate=1.5"], "drop.top_rate=1.5"),
     (["drop=selectscale", "drop.retain_rate=-0.1"], "drop.retain_rate=-0.1"),

@@ -84,7 +84,7 @@ def test_rounding_in_the_config_reaches_the_layers_and_only_selective_methods_ta
     validate(cfg)
     model = build_model(cfg, 10, torch.device("cpu"))
     assert {layer.rounding for layer in drop_layers(model)} == {"ceil"}
-    with pytest.raises(ConfigError, match="drop.rounding='floor' is invalid: spatial_dropout counts no maps"):
+    with pytest.raises(ConfigError, match="drop.rounding='floor' is invalid: spatial_dropout has no rounding"):
         validate(make_cfg("dataset=synthetic", "drop=spatial_dropout", "drop.rounding=floor"))
     with pytest.raises(ConfigError, match="drop.rounding='up' is invalid: use one of round, floor, ceil"):
         validate(make_cfg("dataset=synthetic", "drop=selectscale", "drop.rounding=up"))

@@ -17,20 +17,28 @@ from contextlib import contextmanager
 from torch import nn
 
 from . import functional
+from .dropblock import drop_block
 from .functional import dropout, feature_map_scores, select_scale, selectout, spatial_dropout, spatial_scale
 from .insert import insert_drops
-from .layers import DropLayer, Dropout, Selectout, SelectScale, SpatialDropout, SpatialScale
+from .layers import DropBlock, DropLayer, Dropout, Selectout, SelectScale, SpatialDropout, SpatialScale
+from .selective import SelectDropBlock, Selective, selective
 
 __all__ = [
     "DROP_LAYERS",
+    "DropBlock",
     "DropLayer",
     "Dropout",
     "SpatialDropout",
     "SpatialScale",
     "Selectout",
     "SelectScale",
+    "SelectDropBlock",
+    "Selective",
     "apply_at_inference",
     "build_drop",
+    "drop_arguments",
+    "drop_block",
+    "is_selective",
     "drop_factory",
     "drop_layers",
     "dropout",
@@ -38,50 +46,68 @@ __all__ = [
     "functional",
     "insert_drops",
     "select_scale",
+    "selective",
     "selectout",
     "set_drop_strength",
     "spatial_dropout",
     "spatial_scale",
 ]
 
-DROP_LAYERS: dict[str, type[DropLayer] | None] = {
+# The single source of drop method names: the engine's validation, build_model's argument filtering and the
+# tests' method lists derive from these classes (their signatures and ``selective`` attribute).
+DROP_LAYERS: dict[str, type[nn.Module] | None] = {
     "none": None,
     "dropout": Dropout,
     "spatial_dropout": SpatialDropout,
     "spatial_scale": SpatialScale,
     "selectout": Selectout,
     "selectscale": SelectScale,
+    "dropblock": DropBlock,
+    "select_dropblock": SelectDropBlock,
 }
 
 
-def _allowed_arguments(layer_class: type[DropLayer]) -> list[str]:
+def _allowed_arguments(layer_class: type[nn.Module]) -> list[str]:
+    """The keyword arguments of ``layer_class``: its ``__init__``'s, and its parents' while it forwards
+    ``**kwargs`` to them (Selectout passes the score arguments on)."""
     names = []
     for cls in layer_class.__mro__:
         if cls is nn.Module:
             break
         params = inspect.signature(cls.__init__).parameters
         names += [n for n, p in params.items() if n != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
     return list(dict.fromkeys(names))
 
 
-def build_drop(name: str, **kwargs) -> nn.Module:
-    """Build a drop layer by name: ``none`` (``nn.Identity``; it accepts and ignores ``rate_scale``),
-    ``dropout``, ``spatial_dropout``, ``spatial_scale``, ``selectout``, ``selectscale``."""
+def drop_arguments(name: str) -> tuple[str, ...]:
+    """The arguments ``build_drop(name, ...)`` takes (``rate_scale`` included; none for ``none``)."""
     if name not in DROP_LAYERS:
         raise ValueError(f"drop method {name!r} is not known: use one of {', '.join(DROP_LAYERS)}")
     layer_class = DROP_LAYERS[name]
-    if layer_class is None:
-        unexpected = sorted(set(kwargs) - {"rate_scale"})
-        if unexpected:
-            raise ValueError(f"drop method 'none' takes no arguments, got {', '.join(unexpected)}")
-        return nn.Identity()
-    allowed = _allowed_arguments(layer_class)
+    return ("rate_scale",) if layer_class is None else tuple(_allowed_arguments(layer_class))
+
+
+def is_selective(name: str) -> bool:
+    """Whether drop method ``name`` ranks maps by the paper's score (it takes ``top_rate``)."""
+    return bool(getattr(DROP_LAYERS[name], "selective", False))
+
+
+def build_drop(name: str, **kwargs) -> nn.Module:
+    """Build a drop layer by name (a key of :data:`DROP_LAYERS`): ``none`` (``nn.Identity``; it accepts and
+    ignores ``rate_scale``), ``dropout``, ``spatial_dropout``, ``spatial_scale``, ``selectout``, ``selectscale``,
+    ``dropblock``, ``select_dropblock``."""
+    allowed = drop_arguments(name)
     unexpected = sorted(set(kwargs) - set(allowed))
     if unexpected:
+        if DROP_LAYERS[name] is None:
+            raise ValueError(f"drop method 'none' takes no arguments, got {', '.join(unexpected)}")
         raise ValueError(
             f"drop method {name!r} does not take {', '.join(unexpected)}: its arguments are {', '.join(allowed)}"
         )
-    return layer_class(**kwargs)
+    layer_class = DROP_LAYERS[name]
+    return nn.Identity() if layer_class is None else layer_class(**kwargs)
 
 
 def drop_factory(name: str, **kwargs) -> Callable[..., nn.Module] | None:

@@ -95,8 +95,9 @@ def check_selectout_rates(top_rate: float, retain_rate: float, rate_scale: float
     max_drop = rate_scale * (1.0 - retain_rate)
     if max_drop > top_rate + 1e-9:
         raise ValueError(
-            f"Selectout retain_rate={retain_rate} (rate_scale={rate_scale}) drops {max_drop:.3g} of the maps but "
-            f"top_rate={top_rate} offers fewer candidates: need rate_scale * (1 - retain_rate) <= top_rate"
+            f"retain_rate={retain_rate} is too low for Selectout: with rate_scale={rate_scale} it drops "
+            f"{max_drop:.3g} of the maps but top_rate={top_rate} offers fewer candidates: need "
+            "1 - retain_rate <= top_rate / rate_scale"
         )
 
 

@@ -14,14 +14,22 @@ an in-place fill, with no host-device synchronisation and no ``torch.compile`` r
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
+from . import dropblock
 from . import functional as Fd
 
 
 class DropLayer(nn.Module):
-    """Base class of the drop layers: strength, rate scaling, train/eval switch, argument checks."""
+    """Base class of the drop layers: strength, rate scaling, train/eval switch, argument checks.
+
+    ``selective`` (a class attribute the engine reads, never a name list): whether the layer ranks the maps
+    by the paper's score and takes ``top_rate`` and the score arguments."""
+
+    selective: ClassVar[bool] = False
 
     def __init__(self, retain_rate: float, rate_scale: float = 1.0) -> None:
         super().__init__()
@@ -85,9 +93,53 @@ class SpatialScale(DropLayer):
         return Fd.spatial_scale(y, retain)
 
 
+class DropBlock(DropLayer):
+    """DropBlock (Ghiasi et al. 2018), which the paper follows for ResNet-50: every map loses
+    ``block_size`` x ``block_size`` blocks, corners drawn where a block fits at Ghiasi et al.'s rate gamma
+    (their eq. 1) for retain rate p, and the output is rescaled by the kept fraction
+    (:func:`selectscale.drop.dropblock.drop_block`)."""
+
+    def __init__(self, retain_rate: float, block_size: int = 7, rate_scale: float = 1.0) -> None:
+        super().__init__(retain_rate, rate_scale)
+        dropblock.check_block_size(block_size)
+        self.block_size = block_size
+
+    def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
+        return dropblock.drop_block(y, retain, self.block_size)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, block_size={self.block_size}"
+
+
+def check_selection_arguments(top_rate: float, score: str, score_window: int, score_stride: int,
+                              rounding: str) -> None:
+    """The selection's arguments (Section 2.3), shared by every selective layer; ``ValueError`` names the bad one."""
+    Fd.check_rate("top_rate", top_rate)
+    Fd.check_rounding(rounding)
+    if score not in Fd.SCORES:
+        raise ValueError(f"score={score!r} is not known: use one of {', '.join(Fd.SCORES)}")
+    for name, value in (("score_window", score_window), ("score_stride", score_stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+
+
+def selection_repr(layer) -> str:
+    """The score arguments of a selective layer that differ from the paper's defaults, for ``extra_repr``."""
+    text = f"score={layer.score}"
+    if layer.score == "avgpool":
+        text += f", score_window={layer.score_window}, score_stride={layer.score_stride}"
+    if layer.nonnegative_input:
+        text += ", nonnegative_input=True"
+    if layer.rounding != "round":
+        text += f", rounding={layer.rounding}"
+    return text
+
+
 class _SelectiveDropLayer(DropLayer):
     """Shared arguments of the selective methods: top rate, the score of Section 2.3, and the rounding of
     the counts (``round``: the paper's round(t * C), half up; ``floor`` and ``ceil``: the other readings)."""
+
+    selective = True
 
     def __init__(
         self,
@@ -101,13 +153,7 @@ class _SelectiveDropLayer(DropLayer):
         rounding: str = "round",
     ) -> None:
         super().__init__(retain_rate, rate_scale)
-        Fd.check_rate("top_rate", top_rate)
-        Fd.check_rounding(rounding)
-        if score not in Fd.SCORES:
-            raise ValueError(f"score={score!r} is not known: use one of {', '.join(Fd.SCORES)}")
-        for name, value in (("score_window", score_window), ("score_stride", score_stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+        check_selection_arguments(top_rate, score, score_window, score_stride, rounding)
         self.top_rate = float(top_rate)
         self.score = score
         self.nonnegative_input = bool(nonnegative_input)
@@ -125,14 +171,7 @@ class _SelectiveDropLayer(DropLayer):
         )
 
     def extra_repr(self) -> str:
-        text = f"top_rate={self.top_rate}, {super().extra_repr()}, score={self.score}"
-        if self.score == "avgpool":
-            text += f", score_window={self.score_window}, score_stride={self.score_stride}"
-        if self.nonnegative_input:
-            text += ", nonnegative_input=True"
-        if self.rounding != "round":
-            text += f", rounding={self.rounding}"
-        return text
+        return f"top_rate={self.top_rate}, {super().extra_repr()}, {selection_repr(self)}"
 
 
 class Selectout(_SelectiveDropLayer):

@@ -15,14 +15,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from selectscale.data.loader import PADDING_MODES
-from selectscale.drop import DROP_LAYERS
-from selectscale.drop.functional import ROUNDINGS
+from selectscale.drop import DROP_LAYERS, build_drop, drop_arguments
+from selectscale.drop.functional import ROUNDINGS, SCORES
 from selectscale.models import list_models
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
 CURRICULA = ("none", "linear", "exponential")
-SCORES = ("max", "mean", "avgpool")
 
 
 class ConfigError(ValueError):
@@ -57,14 +56,17 @@ class ModelConfig:
 
 @dataclass
 class DropConfig:
-    name: str = "none"  # none | dropout | spatial_dropout | spatial_scale | selectout | selectscale
-    top_rate: float | None = None  # selectout, selectscale
+    # The keys are the drop layers' arguments (selectscale.drop.drop_arguments says which method takes which);
+    # a key the chosen method does not take must keep its default here.
+    name: str = "none"  # a key of selectscale.drop.DROP_LAYERS: none | dropout | ... | select_dropblock
+    top_rate: float | None = None  # the selective methods (selectout, selectscale, select_dropblock)
     retain_rate: float | None = None  # every method but none
+    block_size: int | None = None  # dropblock, select_dropblock: block side in positions (Ghiasi et al.: 7)
     score: str = "max"  # selectout, selectscale: max | mean | avgpool
     nonnegative_input: bool = False
     score_window: int = 3
     score_stride: int = 1
-    rounding: str = "round"  # selectout, selectscale: round (half up, the paper's round) | floor | ceil
+    rounding: str = "round"  # selective methods: round (half up, the paper's round) | floor | ceil
 
 
 @dataclass
@@ -151,26 +153,34 @@ def _check_range(key: str, value, low, high, low_open: bool = False) -> None:
         _fail(key, value, f"allowed range is {bracket}{low}, {high}]")
 
 
+def drop_kwargs(drop: DictConfig) -> dict:
+    """The set arguments of ``drop`` that its method takes: the keywords of ``build_drop(drop.name, ...)``."""
+    return {key: drop[key] for key in drop_arguments(drop.name) if drop.get(key) is not None}
+
+
 def validate_drop(drop: DictConfig) -> None:
     _check_choice("drop.name", drop.name, list(DROP_LAYERS))
-    takes_top = drop.name in ("selectout", "selectscale")
+    takes = drop_arguments(drop.name)
+    for key, default in _DROP_DEFAULTS.items():
+        if key not in takes and drop.get(key) != default:
+            takers = [name for name in DROP_LAYERS if key in drop_arguments(name)]
+            _fail(f"drop.{key}", drop[key], f"{drop.name} has no {key.replace('_', ' ')}; only "
+                  f"{', '.join(takers)} take it")
     if drop.name == "none":
-        for key in ("top_rate", "retain_rate"):
-            if drop[key] is not None:
-                _fail(f"drop.{key}", drop[key], "drop=none takes no rates; choose a drop method first")
         return
-    _check_range("drop.retain_rate", drop.retain_rate, 0.0, 1.0)
-    if not takes_top and drop.get("rounding", "round") != "round":
-        _fail("drop.rounding", drop.rounding, f"{drop.name} counts no maps; only selectout and selectscale do")
-    if takes_top:
-        _check_range("drop.top_rate", drop.top_rate, 0.0, 1.0)
+    for key in ("top_rate", "retain_rate"):
+        if key in takes:
+            _check_range(f"drop.{key}", drop[key], 0.0, 1.0)
+    if "top_rate" in takes:
         _check_choice("drop.score", drop.score, SCORES)
         _check_choice("drop.rounding", drop.rounding, ROUNDINGS)
-        if drop.name == "selectout" and 1 - drop.retain_rate > drop.top_rate + 1e-9:
-            _fail("drop.retain_rate", drop.retain_rate,
-                  f"Selectout needs 1 - retain_rate <= top_rate (= {drop.top_rate}): it drops only candidates")
-    elif drop.top_rate is not None:
-        _fail("drop.top_rate", drop.top_rate, f"{drop.name} has no top rate; only selectout and selectscale do")
+    try:  # the layer's own rules (Selectout's 1 - p <= t, block sizes): its message names the argument
+        build_drop(drop.name, **drop_kwargs(drop))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"drop.{error}") from error
+
+
+_DROP_DEFAULTS = {key: value for key, value in vars(DropConfig()).items() if key != "name"}
 
 
 def validate_schedule(cfg: DictConfig) -> None:

@@ -27,6 +27,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.drop_after_stem": False,
     "model.pretrained": None,
     "drop.rounding": "round",
+    "drop.block_size": None,  # DropBlock arrived later; no earlier method had a block size
     "schedule.warmup_steps": 0,
     "schedule.warmup_lr": 0.01,
     "curriculum.gamma": 0.001,
