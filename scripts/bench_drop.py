@@ -10,7 +10,8 @@ hits all of them alike; the median over rounds is reported, in milliseconds, wit
     python scripts/bench_drop.py --channels 16 64 --rounds 5 --device cpu
 
 ``selectscale, topk ties (before)`` is the selection as it was before random tie-breaking (plain ``topk``), so
-the cost of breaking ties at random is read off one table.
+the cost of breaking ties at random is read off one table. ``Selective(SpatialScale)`` is SelectScale built
+with the generic wrapper (gather the selected maps, drop, scatter back), beside the dedicated layer (issue 17).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from selectscale.drop import build_drop, feature_map_scores
+from selectscale.drop import Selective, SpatialScale, build_drop, feature_map_scores
 from selectscale.drop.functional import num_top_maps
 
 METHODS = {
@@ -32,6 +33,8 @@ METHODS = {
     "spatial_scale": dict(retain_rate=0.4),
     "selectout": dict(top_rate=0.2, retain_rate=0.9),
     "selectscale": dict(top_rate=0.2, retain_rate=0.1),
+    "dropblock": dict(retain_rate=0.9, block_size=3),
+    "select_dropblock": dict(top_rate=0.2, retain_rate=0.9, block_size=3),
 }
 
 
@@ -96,6 +99,8 @@ def bench_channels(channels: int, args: argparse.Namespace, device: torch.device
     modules: dict[str, nn.Module] = {"identity": nn.Identity(), "x * f": BareMultiply()}
     modules.update({name: build_drop(name, **kwargs) for name, kwargs in METHODS.items()})
     modules["selectscale, topk ties (before)"] = TopkTiesSelectScale(**METHODS["selectscale"])
+    modules["Selective(SpatialScale)"] = Selective(SpatialScale(METHODS["selectscale"]["retain_rate"]),
+                                                   top_rate=METHODS["selectscale"]["top_rate"])
     modules["conv3x3"] = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
     steps = {name: _forward_backward(m.to(device).train(), x, grad) for name, m in modules.items()}
     timer = _timer(device)

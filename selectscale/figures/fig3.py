@@ -1,12 +1,13 @@
 """Figure 3 of the paper: test error of a network trained *without* drop when drops act at inference.
 
-``python -m selectscale.figures fig3 RUN_DIR`` loads a finished run's config and checkpoint, rebuilds the
-same network with dropout, SpatialDropout or Selectout layers at the paper's places (they have no
-parameters, so the weights load unchanged), keeps the model in eval mode (BatchNorm uses its running
-statistics) and switches only the drop layers on with :func:`selectscale.drop.apply_at_inference`. For
-each retaining rate it averages the test error over ``repeats`` random draws, then writes a Markdown table
-and a PNG plot. The paper's claim: Selectout's error rises much faster than SpatialDropout's as the
-retaining rate falls, because it removes the maps with the largest activations.
+``python -m selectscale.figures fig3 RUN_DIR`` loads a finished run's config and checkpoint, rebuilds the same
+network with dropout, SpatialDropout or Selectout layers (and DropBlock, SelectDropBlock: issue 17) at the
+paper's places (they have no parameters, so the weights load unchanged), keeps the model in eval mode
+(BatchNorm uses its running statistics) and switches only the drop layers on with
+:func:`selectscale.drop.apply_at_inference`. For each retaining rate it averages the test error over
+``repeats`` random draws, then writes a Markdown table and a PNG plot. The paper's claim: Selectout's error
+rises much faster than SpatialDropout's as the retaining rate falls, because it removes the maps with the
+largest activations.
 """
 
 from __future__ import annotations
@@ -23,9 +24,24 @@ from selectscale.figures.errors import FigureError
 from selectscale.figures.runs import load_trained_run, training_record
 from selectscale.models import create_model
 
-METHODS = ("dropout", "spatial_dropout", "selectout")
 RETAIN_RATES = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 SELECTOUT_TOP_RATE = 0.5  # Selectout needs 1 - p <= t: 0.5 admits every rate plotted, down to 0.5
+# The paper's three methods, then DropBlock and its selecting version (issue 17): block 3 for CIFAR's 8-32 px
+# maps; SelectDropBlock on the same top half of the maps as Selectout, so the two selecting methods compare.
+METHOD_ARGUMENTS = {
+    "dropout": {},
+    "spatial_dropout": {},
+    "selectout": {"top_rate": SELECTOUT_TOP_RATE},
+    "dropblock": {"block_size": 3},
+    "select_dropblock": {"top_rate": SELECTOUT_TOP_RATE, "block_size": 3},
+}
+METHODS = tuple(METHOD_ARGUMENTS)
+
+
+def method_label(method: str) -> str:
+    """The legend entry: the method and the arguments it has besides the retaining rate."""
+    extra = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in METHOD_ARGUMENTS[method].items())
+    return f"{method} ({extra})" if extra else method
 
 
 @torch.no_grad()
@@ -40,9 +56,7 @@ def test_error(model: torch.nn.Module, loader, device: torch.device) -> float:
 def error_with_drop_at_inference(cfg, weights: dict, loader, method: str, retain_rate: float, repeats: int,
                                  device: torch.device) -> list[float]:
     """Test errors of ``repeats`` passes with ``method`` at ``retain_rate`` active in an eval-mode model."""
-    kwargs = dict(retain_rate=retain_rate)
-    if method == "selectout":
-        kwargs["top_rate"] = SELECTOUT_TOP_RATE
+    kwargs = dict(retain_rate=retain_rate, **METHOD_ARGUMENTS[method])
     options = {} if cfg.model.get("shortcut") is None else {"shortcut": cfg.model.shortcut}
     model = create_model(cfg.model.name, len(weights["fc.bias"]), drop=drop_factory(method, **kwargs), **options)
     model = model.to(device)
@@ -87,7 +101,7 @@ def render(curves: dict, run_dir: Path, out: Path, label: str, notes: tuple[str,
     for method in METHODS:
         rates, means, stds = zip(*curves[method], strict=True)
         axes.errorbar(rates, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", capsize=2,
-                      label=method if method != "selectout" else f"selectout (top rate {SELECTOUT_TOP_RATE})")
+                      label=method_label(method))
     axes.invert_xaxis()
     axes.set(xlabel="retaining rate at inference", ylabel="test error (%)", title=label)
     axes.legend()
