@@ -224,9 +224,9 @@ def test_drop_placements_in_the_config():
     cfg = make_cfg("dataset=synthetic", "model=resnet8", "drop=selectscale", "model.drop_after_stem=true")
     validate(cfg)
     assert len(list(drop_layers(build_model(cfg, 10, torch.device("cpu"))))) == 7  # 2 x 3 blocks + the stem
-    with pytest.raises(ConfigError, match="model.drop_on_shortcut=True is invalid: resnet20 has parameter-free"):
+    with pytest.raises(ConfigError, match="model.drop_on_shortcut=True is invalid: resnet20 has no drop_on_shortcut option; only resnet50"):
         validate(make_cfg("dataset=synthetic", "model.drop_on_shortcut=true"))
-    with pytest.raises(ConfigError, match="model.drop_after_stem=True is invalid: it is for the CIFAR networks"):
+    with pytest.raises(ConfigError, match="model.drop_after_stem=True is invalid: resnet50 has no drop_after_stem option"):
         validate(make_cfg("dataset=imagenet", "model.drop_after_stem=true"))
 
 

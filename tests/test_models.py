@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 
 from selectscale.drop import DropLayer, SelectScale, SpatialDropout, drop_factory, drop_layers
-from selectscale.models import create_model, list_models
+from selectscale.models import create_model, list_models, model_spec
 from selectscale.models.complexity import count_macs, count_parameters
 from selectscale.models.resnext import CifarResNeXt
 
-CIFAR_MODELS = [m for m in list_models() if m != "resnet50"]
+CIFAR_MODELS = [m for m in list_models() if "cifar10" in model_spec(m).datasets]
 # Large models are checked on the meta device (shapes without memory or compute).
 LARGE = {"resnext29_8x64d", "resnext29_16x64d", "resnet50", "wrn20_8"}
 

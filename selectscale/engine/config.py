@@ -14,12 +14,13 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from selectscale.data.datasets import DATASETS
 from selectscale.data.loader import PADDING_MODES
 from selectscale.drop import DROP_LAYERS, build_drop, drop_arguments
 from selectscale.drop.functional import ROUNDINGS, SCORES
-from selectscale.models import list_models
+from selectscale.models import list_models, model_spec
+from selectscale.models.cifar_resnet import SHORTCUTS
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
 CURRICULA = ("none", "linear", "exponential")
 
@@ -49,8 +50,9 @@ class DatasetConfig:
 class ModelConfig:
     name: str = "resnet20"
     shortcut: str | None = None  # CIFAR ResNets/WRNs: pad (default) | avgpool
+    # The options a model takes are declared where it is registered (register_model(options=...)).
     drop_on_shortcut: bool = False  # resnet50: also a drop after each downsample BN (29 drop layers, not 27)
-    drop_after_stem: bool = False  # CIFAR ResNets/WRNs: also a drop after the stem's BN + ReLU
+    drop_after_stem: bool = False  # CIFAR ResNets/WRNs/ResNeXts: also a drop after the stem's BN + ReLU
     pretrained: str | None = None  # a weight file loaded strictly before training (torchvision's resnet50-*.pth)
 
 
@@ -303,15 +305,36 @@ def validate_dataset(dataset: DictConfig) -> None:
             _fail("dataset.num_classes", dataset.num_classes, "it must be >= 2")
 
 
-def validate_model_options(model: DictConfig) -> None:
-    """The drop placements exist only where the network has the slot: downsample BNs (ResNet-50), the stem
-    BN of the CIFAR networks (ResNets, WRNs, ResNeXts)."""
-    if model.drop_on_shortcut and model.name != "resnet50":
-        _fail("model.drop_on_shortcut", True, f"{model.name} has parameter-free shortcuts without a BN; only "
-              "resnet50 has downsample BNs")
-    if model.drop_after_stem and model.name == "resnet50":
-        _fail("model.drop_after_stem", True, "it is for the CIFAR networks; resnet50's placement is "
-              "layer3 + layer4 (and model.drop_on_shortcut)")
+def validate_model(cfg: DictConfig) -> None:
+    """The model exists, fits the data set, and takes every option that is set (the placements exist only where
+    the network has the slot): all read from the model's registration (:class:`selectscale.models.ModelSpec`)."""
+    model = cfg.model
+    _check_choice("model.name", model.name, list_models())
+    spec = model_spec(model.name)
+    for key, value in _set_model_options(model).items():
+        if key not in spec.options:
+            takers = [name for name in list_models() if key in model_spec(name).options]
+            _fail(f"model.{key}", value, f"{model.name} has no {key} option; only {', '.join(takers)} take it")
+    if model.shortcut is not None:
+        _check_choice("model.shortcut", model.shortcut, SHORTCUTS)
+    if cfg.dataset.name not in spec.datasets:
+        _fail("model.name", model.name, f"{model.name} is built for {', '.join(spec.datasets)}; use it with "
+              f"dataset={spec.datasets[0]}, or choose a model for {cfg.dataset.name}")
+
+
+def _set_model_options(model: DictConfig) -> dict:
+    """The ``create_model`` options the config sets: shortcut when not null, the placements when true."""
+    options = {} if model.shortcut is None else {"shortcut": model.shortcut}
+    options.update({key: True for key in ("drop_on_shortcut", "drop_after_stem") if model.get(key)})
+    return options
+
+
+def model_options(model: DictConfig) -> dict:
+    """The keyword options of ``create_model`` for this model config (validated: the model takes them all)."""
+    options = _set_model_options(model)
+    if model.get("pretrained"):
+        options["pretrained"] = model.pretrained
+    return options
 
 
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
@@ -319,16 +342,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     ConfigError on the first problem."""
     check_numbers(OmegaConf.to_container(cfg, resolve=True))
     validate_dataset(cfg.dataset)
-    _check_choice("model.name", cfg.model.name, list_models())
-    validate_model_options(cfg.model)
-    if cfg.model.shortcut is not None:
-        if cfg.model.name.startswith(("resnext", "resnet50")):
-            _fail("model.shortcut", cfg.model.shortcut, f"{cfg.model.name} has projection shortcuts; leave it null")
-        _check_choice("model.shortcut", cfg.model.shortcut, ("pad", "avgpool"))
-    if cfg.model.name == "resnet50" and cfg.dataset.name in ("cifar10", "cifar100"):
-        _fail("model.name", "resnet50", "resnet50 is the ImageNet network; use it with dataset=imagenet (or synthetic)")
-    if cfg.model.name != "resnet50" and cfg.dataset.name == "imagenet":
-        _fail("model.name", cfg.model.name, "ImageNet runs use model=resnet50; the other models are for CIFAR")
+    validate_model(cfg)
     validate_drop(cfg.drop)
     validate_trainer(cfg.trainer, world_size)
     validate_schedule(cfg)

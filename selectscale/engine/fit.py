@@ -22,7 +22,7 @@ from selectscale.models import create_model
 
 from . import distributed, rundir
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
-from .config import ConfigError, drop_kwargs, validate
+from .config import ConfigError, drop_kwargs, model_options, validate
 from .data_setup import build_data
 from .records import MetricsLogger, read_metrics, truncate_metrics
 from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
@@ -76,11 +76,7 @@ def fit(cfg: DictConfig) -> dict:
 
 def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> nn.Module:
     drop_arguments = drop_kwargs(cfg.drop)
-    options = {} if cfg.model.shortcut is None else {"shortcut": cfg.model.shortcut}
-    # Placements only when asked for: a builder without the slot never sees the keyword.
-    options.update({key: True for key in ("drop_on_shortcut", "drop_after_stem") if cfg.model.get(key)})
-    if cfg.model.get("pretrained"):
-        options["pretrained"] = cfg.model.pretrained
+    options = model_options(cfg.model)  # only the options set: a builder without the slot never sees the keyword
     try:
         model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_arguments), **options)
     except ValueError as error:  # a weight file that does not fit: a config mistake, not a crash

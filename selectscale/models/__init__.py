@@ -5,6 +5,6 @@ ImageNet: resnet50 (torchvision-identical). See ``docs/reproduction.md`` for eve
 """
 
 from . import cifar_resnet, resnet, resnext  # noqa: F401  (registers the models)
-from .registry import create_model, list_models, register_model
+from .registry import ModelSpec, create_model, list_models, model_spec, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["ModelSpec", "create_model", "list_models", "model_spec", "register_model"]

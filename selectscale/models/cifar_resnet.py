@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .registry import DropFactory, make_drop, register_model
 
 SHORTCUTS = ("pad", "avgpool")
+CIFAR_RESNET_OPTIONS = ("shortcut", "drop_after_stem")  # create_model options of every ResNet/WRN here
 
 
 class PaddingShortcut(nn.Module):
@@ -127,47 +128,47 @@ def _cifar_resnet(depth: int, width: int, num_classes: int, drop: DropFactory | 
     return CifarResNet((depth - 2) // 6, num_classes, width, drop, **options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet8(num_classes, drop=None, **options):
     """ResNet-8 (n = 1): not in the paper; the small member used for long schedules on a CPU (issue 12)."""
     return _cifar_resnet(8, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet20(num_classes, drop=None, **options):
     return _cifar_resnet(20, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet32(num_classes, drop=None, **options):
     return _cifar_resnet(32, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet44(num_classes, drop=None, **options):
     return _cifar_resnet(44, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet56(num_classes, drop=None, **options):
     return _cifar_resnet(56, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def resnet110(num_classes, drop=None, **options):
     return _cifar_resnet(110, 1, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def wrn20_2(num_classes, drop=None, **options):
     return _cifar_resnet(20, 2, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def wrn20_4(num_classes, drop=None, **options):
     return _cifar_resnet(20, 4, num_classes, drop, options)
 
 
-@register_model
+@register_model(options=CIFAR_RESNET_OPTIONS)
 def wrn20_8(num_classes, drop=None, **options):
     return _cifar_resnet(20, 8, num_classes, drop, options)

@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 DropFactory = Callable[..., nn.Module]
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+CIFAR_DATASETS = ("cifar10", "cifar100", "synthetic")  # 32 x 32 images
+IMAGENET_DATASETS = ("imagenet", "synthetic")  # 224 x 224 crops (synthetic data can be any size)
 
 
-def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``builder(num_classes, drop, **options)`` under its function name."""
-    if builder.__name__ in _BUILDERS:
-        raise ValueError(f"model {builder.__name__!r} is registered twice")
-    _BUILDERS[builder.__name__] = builder
-    return builder
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine needs to know of a registered model, declared where the model is registered: the
+    ``options`` its builder takes (``create_model(name, ..., **options)``), the data sets it is built for, and
+    its input side in pixels. Config validation and ``build_model`` read these, never a model's name."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    options: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = CIFAR_DATASETS
+    input_size: int = 32
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(builder: Callable[..., nn.Module] | None = None, *, options: tuple[str, ...] = (),
+                   datasets: tuple[str, ...] = CIFAR_DATASETS, input_size: int = 32):
+    """Register ``builder(num_classes, drop, **options)`` under its function name; used bare
+    (``@register_model``) or with the model's facts (``@register_model(options=("shortcut",), ...)``)."""
+
+    def register(function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if function.__name__ in _MODELS:
+            raise ValueError(f"model {function.__name__!r} is registered twice")
+        _MODELS[function.__name__] = ModelSpec(function.__name__, function, tuple(options), tuple(datasets),
+                                               input_size)
+        return function
+
+    return register if builder is None else register(builder)
 
 
 def list_models() -> list[str]:
     """Names of every registered model, in registration order."""
-    return list(_BUILDERS)
+    return list(_MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered facts of model ``name`` (:class:`ModelSpec`); ValueError names the known models."""
+    if name not in _MODELS:
+        raise ValueError(f"model {name!r} is not known: use one of {', '.join(_MODELS)}")
+    return _MODELS[name]
 
 
 def create_model(name: str, num_classes: int, drop: DropFactory | None = None, pretrained: str | Path | None = None,
@@ -37,8 +70,7 @@ def create_model(name: str, num_classes: int, drop: DropFactory | None = None, p
     torchvision's ``resnet50-0676ba61.pth`` for ``resnet50`` with 1,000 classes, so that fine-tuning with
     SelectScale starts from published weights (the drop layers hold no state: the keys are torchvision's).
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"model {name!r} is not known: use one of {', '.join(_BUILDERS)}")
+    spec = model_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} is invalid: it must be an integer >= 1")
     if drop is not None and not callable(drop):
@@ -46,7 +78,11 @@ def create_model(name: str, num_classes: int, drop: DropFactory | None = None, p
             f"drop={drop!r} is not callable: pass None or a factory that returns a drop module and "
             "accepts rate_scale, e.g. functools.partial(SelectScale, top_rate=0.2, retain_rate=0.1)"
         )
-    model = _BUILDERS[name](num_classes=num_classes, drop=drop, **options)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"model {name!r} takes no option {', '.join(unknown)}: its options are "
+                         f"{', '.join(spec.options) or 'none'}")
+    model = spec.builder(num_classes=num_classes, drop=drop, **options)
     if pretrained is not None:
         load_pretrained(model, pretrained, name)
     return model

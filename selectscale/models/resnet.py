@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from .registry import DropFactory, make_drop, register_model
+from .registry import IMAGENET_DATASETS, DropFactory, make_drop, register_model
 
 # (group name, rate_scale) for the groups that get drop layers; the paper's ImageNet placement.
 RESNET50_DROP_GROUPS = (("layer3", 0.5), ("layer4", 1.0))
@@ -51,7 +51,7 @@ class DropResNet(ResNet):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-@register_model
+@register_model(options=("drop_groups", "drop_on_shortcut"), datasets=IMAGENET_DATASETS, input_size=224)
 def resnet50(num_classes, drop=None, drop_groups=RESNET50_DROP_GROUPS, drop_on_shortcut=False, **options):
     model = DropResNet(DropBottleneck, [3, 4, 6, 3], num_classes=num_classes, **options)
     for group, rate_scale in drop_groups:

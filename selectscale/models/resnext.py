@@ -63,11 +63,11 @@ class CifarResNeXt(CifarBackbone):
         init_weights(self)
 
 
-@register_model
+@register_model(options=("drop_after_stem",))
 def resnext29_8x64d(num_classes, drop=None, **options):
     return CifarResNeXt(num_classes, cardinality=8, base_width=64, drop=drop, **options)
 
 
-@register_model
+@register_model(options=("drop_after_stem",))
 def resnext29_16x64d(num_classes, drop=None, **options):
     return CifarResNeXt(num_classes, cardinality=16, base_width=64, drop=drop, **options)
