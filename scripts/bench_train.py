@@ -42,7 +42,7 @@ from torchvision import transforms as T
 
 from selectscale.data import CIFAR_MEAN_STD, DeviceLoader
 from selectscale.engine import register_configs
-from selectscale.engine.fit import build_model
+from selectscale.engine.model_setup import build_model
 from selectscale.engine.steps import StepContext, evaluate, train_epoch
 from selectscale.models.complexity import count_macs
 

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from selectscale.drop import drop_layers
 from selectscale.drop.functional import feature_map_scores, num_top_maps
-from selectscale.engine.fit import build_model
+from selectscale.engine.model_setup import build_model
 from selectscale.figures.runs import load_trained_run, open_split
 
 

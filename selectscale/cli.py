@@ -18,6 +18,7 @@ from pathlib import Path
 from selectscale.data.cifar import CifarFormatError
 from selectscale.data.download import DownloadError
 from selectscale.data.imagenet import BadImageError
+from selectscale.engine.atomic import OutputWriteError
 from selectscale.engine.checkpoint import CheckpointError
 from selectscale.engine.config import ConfigError
 from selectscale.engine.rundir import enclosing_run, remove_if_empty  # noqa: F401  (train.py's import)
@@ -33,6 +34,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     Preempted: 3,
     NonFiniteLossError: 4,
     CheckpointError: 5,
+    OutputWriteError: 5,  # metrics, result.json: the previous files are intact, as for a checkpoint
 }
 KNOWN_FAILURES = tuple(EXIT_CODES)
 

@@ -26,7 +26,7 @@ from selectscale.data import build_dataset, build_loaders
 from selectscale.drop import apply_at_inference
 from selectscale.engine.config import ConfigError, validate
 from selectscale.engine.distributed import choose_device
-from selectscale.engine.fit import build_model
+from selectscale.engine.model_setup import build_model
 from selectscale.engine.steps import evaluate
 from selectscale.figures.errors import FigureError
 from selectscale.figures.runs import load_trained_run

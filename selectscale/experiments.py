@@ -248,7 +248,7 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
                                       f"{table.name}.yaml", "left_out": [f"{p}: {r}" for p, r in skipped]}))
         outputs.append(plot_curves(groups, folder / "curves.png", table.title))
     if table.panels:
-        from selectscale.figures.fig4 import plot_sweeps
+        from selectscale.report.sweeps import plot_sweeps  # matplotlib only when a spec has panels
 
         outputs.append(plot_sweeps(table, groups, out / f"{table.name}.png"))
     return outputs

@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from selectscale.data import ContiguousShardSampler, DeviceLoader, eval_shard_bounds, sum_across_ranks, train_shard
+from selectscale.data import ContiguousShardSampler, DeviceLoader, eval_shard_bounds, train_shard
+from selectscale.engine.distributed import sum_across_ranks
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -114,3 +114,22 @@ def test_cosine_schedule_and_linear_curriculum():
     half = make_cfg("curriculum=linear", "curriculum.ramp_fraction=0.5", "curriculum.per=epoch").curriculum
     assert drop_strength(half, 2.9, 10) == 0.4 and drop_strength(half, 7, 10) == 1.0
     assert drop_strength(make_cfg().curriculum, 0, 10) == 1.0
+
+
+def test_sweep_folder_names_leave_out_only_runtime_keys():
+    # a key left out of hydra's override_dirname must not change the result, or two sweep jobs would share a folder
+    from selectscale.engine.config_history import RUNTIME_KEYS
+    from selectscale.paths import config_dir
+
+    train = OmegaConf.load(config_dir() / "train.yaml")
+    assert set(train.hydra.job.config.override_dirname.exclude_keys) <= RUNTIME_KEYS
+
+
+def test_every_model_option_in_the_schema_is_declared_by_some_model():
+    # the options validate_model checks are the ones models register (register_model(options=...))
+    from selectscale.engine.config import _set_model_options
+    from selectscale.models import list_models, model_spec
+
+    declared = {option for name in list_models() for option in model_spec(name).options}
+    cfg = OmegaConf.create({"shortcut": "pad", "drop_on_shortcut": True, "drop_after_stem": True})
+    assert set(_set_model_options(cfg)) <= declared

@@ -21,7 +21,7 @@ from selectscale.drop.functional import num_top_maps, round_count, select_scale,
 from selectscale.engine import ConfigError, register_configs
 from selectscale.engine.config import validate
 from selectscale.engine.config_history import ADDED_KEYS, with_added_keys
-from selectscale.engine.fit import build_model
+from selectscale.engine.model_setup import build_model
 from selectscale.engine.rundir import config_differences
 from selectscale.engine.schedule import drop_strength, learning_rate, steps_to_strength
 from selectscale.models import create_model
@@ -224,9 +224,10 @@ def test_drop_placements_in_the_config():
     cfg = make_cfg("dataset=synthetic", "model=resnet8", "drop=selectscale", "model.drop_after_stem=true")
     validate(cfg)
     assert len(list(drop_layers(build_model(cfg, 10, torch.device("cpu"))))) == 7  # 2 x 3 blocks + the stem
-    with pytest.raises(ConfigError, match="model.drop_on_shortcut=True is invalid: resnet20 has no drop_on_shortcut option; only resnet50"):
+    with pytest.raises(ConfigError, match="model.drop_on_shortcut=True is invalid: resnet20 has no drop_on_shortcut "
+                       "option; only resnet50"):
         validate(make_cfg("dataset=synthetic", "model.drop_on_shortcut=true"))
-    with pytest.raises(ConfigError, match="model.drop_after_stem=True is invalid: resnet50 has no drop_after_stem option"):
+    with pytest.raises(ConfigError, match="model.drop_after_stem=True is invalid: resnet50 has no drop_after_stem"):
         validate(make_cfg("dataset=imagenet", "model.drop_after_stem=true"))
 
 

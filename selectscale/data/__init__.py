@@ -34,7 +34,7 @@ from .imagenet import (
     load_imagenet_folders,
 )
 from .loader import DeviceLoader, channel_mean_std, crop_and_flip, derive_seed
-from .sharding import ContiguousShardSampler, eval_shard_bounds, sum_across_ranks, train_shard
+from .sharding import ContiguousShardSampler, eval_shard_bounds, train_shard
 from .synthetic import make_synthetic
 
 __all__ = [
@@ -67,6 +67,5 @@ __all__ = [
     "load_cifar_splits",
     "load_imagenet_folders",
     "make_synthetic",
-    "sum_across_ranks",
     "train_shard",
 ]

@@ -7,7 +7,7 @@ N mod R left over are the permutation's tail, different samples every epoch.
 Evaluation: contiguous, non-overlapping shards whose sizes differ by at most one and cover every sample
 exactly once. torch's ``DistributedSampler`` pads the last shard with repeated samples instead, which counts
 some test images twice (torchvision issue 4559); here nothing is padded, and the metrics are reduced as sums
-(correct predictions, sample count) with :func:`sum_across_ranks`, never as means of per-rank means.
+(correct predictions, sample count) with the engine's ``sum_across_ranks``, never as means of per-rank means.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import itertools
 from collections.abc import Iterator
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
 __all__ = [
-    "ContiguousShardSampler", "ResumableDistributedSampler", "check_rank", "eval_shard_bounds", "sum_across_ranks",
-    "train_shard",
+    "ContiguousShardSampler", "ResumableDistributedSampler", "check_rank", "eval_shard_bounds", "train_shard",
 ]
 
 
@@ -76,13 +74,3 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return super().__len__() - self.start_index
-
-
-def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all ranks (a new tensor); ``tensor`` itself when torch.distributed is not
-    initialised. Reduce sums (e.g. correct predictions and sample count), then divide."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return tensor
-    total = tensor.clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_atomic, write_synced
+
 log = logging.getLogger(__name__)
 
 LATEST = "checkpoint.pt"
@@ -32,23 +34,6 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        _write_synced(temporary, data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_checkpoint(state: dict, run_dir: Path) -> Path:
     """Serialise ``state`` and make it the latest checkpoint; the old latest becomes the previous one.
 
@@ -62,8 +47,8 @@ def save_checkpoint(state: dict, run_dir: Path) -> Path:
     latest, previous = run_dir / LATEST, run_dir / PREVIOUS
     staged = run_dir / STAGED
     try:
-        _write_synced(staged, data)
-        _write_synced(_sidecar(staged), digest.encode())
+        write_synced(staged, data)
+        write_synced(_sidecar(staged), digest.encode())
         if _is_valid(latest):
             os.replace(latest, previous)
             os.replace(_sidecar(latest), _sidecar(previous))
@@ -109,8 +94,8 @@ def save_snapshot(weights: dict, run_dir: Path, epoch: int) -> Path:
     torch.save(weights, buffer)
     try:
         path.parent.mkdir(exist_ok=True)
-        _atomic_write(path, buffer.getvalue())
-        _atomic_write(_sidecar(path), hashlib.sha256(buffer.getvalue()).hexdigest().encode())
+        write_atomic(path, buffer.getvalue())
+        write_atomic(_sidecar(path), hashlib.sha256(buffer.getvalue()).hexdigest().encode())
     except OSError as error:
         raise CheckpointError(f"could not write the snapshot {path}: {error.strerror or error}; free disk space "
                               "or fix permissions, then resume with trainer.resume=auto") from error

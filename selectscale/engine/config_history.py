@@ -16,6 +16,14 @@ def _imagenet_only(value: Any) -> Callable[[dict], Any]:
     return lambda flat: value if flat.get("dataset.name") == "imagenet" else None
 
 
+# The one set of config keys that do not change what a run computes: where things are and how they are shown.
+# A resume may change them (rundir), the tables ignore them together with the seed (report.collect), and the
+# sweep folder names of configs/train.yaml leave out a subset of them (hydra.job.config.override_dirname; tested).
+RUNTIME_KEYS = frozenset({
+    "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
+    "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile", "trainer.snapshot_epochs",
+})
+
 _ABSENT = object()  # a key the saved config does not have (None is a value)
 
 # dotted key -> its value in runs recorded before it existed (a constant, or a function of the flat config)
@@ -32,6 +40,17 @@ ADDED_KEYS: dict[str, Any] = {
     "schedule.warmup_lr": 0.01,
     "curriculum.gamma": 0.001,
 }
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to ``{"a.b": value}`` (lists kept as they are): the one flattening of a config, used for
+    resume checks, TensorBoard hparams and the tables' settings."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
 
 
 def with_added_keys(flat: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,6 @@ run is a single process. NCCL on CUDA, gloo on CPU. A collective that waits long
 ``trainer.dist_timeout_s`` raises instead of hanging, so a dead rank stops the job.
 """
 
-# sum_across_ranks (from the data package, which shards evaluation) is re-exported for the engine.
-
 from __future__ import annotations
 
 import datetime
@@ -15,8 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
-from selectscale.data.sharding import sum_across_ranks
 
 
 @dataclass(frozen=True)
@@ -73,6 +69,16 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     if not (dist.is_available() and dist.is_initialized()):
         return flag
     return bool(sum_across_ranks(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
+def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over all ranks (a new tensor); ``tensor`` itself when torch.distributed is not
+    initialised. Reduce sums (e.g. correct predictions and sample count), then divide."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
 
 
 __all__ = ["DistContext", "broadcast_flag", "broadcast_object", "setup", "sum_across_ranks", "teardown"]

@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from selectscale.data.loader import derive_seed
-from selectscale.drop import drop_factory
-from selectscale.models import create_model
 
 from . import distributed, rundir
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
-from .config import ConfigError, drop_kwargs, model_options, validate
+from .atomic import OutputWriteError
+from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
+from .config import ConfigError, validate
+from .config_history import flatten
 from .data_setup import build_data
+from .model_setup import build_model
 from .records import MetricsLogger, read_metrics, truncate_metrics
 from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
 from .runlock import RunDirLock
@@ -72,21 +73,6 @@ def fit(cfg: DictConfig) -> dict:
             lock.release()
     finally:
         distributed.teardown()
-
-
-def build_model(cfg: DictConfig, num_classes: int, device: torch.device) -> nn.Module:
-    drop_arguments = drop_kwargs(cfg.drop)
-    options = model_options(cfg.model)  # only the options set: a builder without the slot never sees the keyword
-    try:
-        model = create_model(cfg.model.name, num_classes, drop=drop_factory(cfg.drop.name, **drop_arguments), **options)
-    except ValueError as error:  # a weight file that does not fit: a config mistake, not a crash
-        if "pretrained" not in options:
-            raise
-        raise ConfigError(f"model.{error}") from error
-    model = model.to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 class Trainer:
@@ -197,7 +183,7 @@ class Trainer:
     def _log_hparams(self, logger: MetricsLogger) -> None:
         """TensorBoard HParams: every result-changing setting beside the final errors (fractions)."""
         last = (read_metrics(self.run_dir) or [{}])[-1] if self.ctx.is_main else {}
-        hparams = {key: value for key, value in rundir.flatten(OmegaConf.to_container(self.cfg, resolve=True)).items()
+        hparams = {key: value for key, value in flatten(OmegaConf.to_container(self.cfg, resolve=True)).items()
                    if key not in rundir.RESUMABLE_DIFFERENCES}
         logger.log_hparams(hparams, {f"hparam/{key}": last.get(key) for key in
                                      ("test_top1_error", "test_top5_error", "train_top1_error", "test_loss")})
@@ -259,7 +245,7 @@ class Trainer:
             try:
                 write_json_atomic(self.run_dir / RESULT_FILE, result)
             except OSError as error:  # a full disk: the previous result.json is intact (atomic write)
-                raise CheckpointError(f"could not write {self.run_dir / RESULT_FILE}: {error.strerror or error}; "
-                                      "the previous checkpoints and results are intact (free disk space, then "
-                                      "resume with trainer.resume=auto)") from error
+                raise OutputWriteError(f"could not write {self.run_dir / RESULT_FILE}: {error.strerror or error}; "
+                                       "the previous checkpoints and results are intact (free disk space, then "
+                                       "resume with trainer.resume=auto)") from error
         return result

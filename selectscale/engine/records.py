@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError
+from .atomic import OutputWriteError
 from .config import ConfigError
 from .results import write_text_atomic
 
@@ -55,9 +55,9 @@ class MetricsLogger:
                     self._writer.add_scalar(tag, record[key], record["epoch"])
             self._writer.flush()
         except OSError as error:  # a full disk: exit 5 like a failed checkpoint; the last checkpoint is intact
-            raise CheckpointError(f"could not write {self.path} or its TensorBoard events: "
-                                  f"{error.strerror or error}; the previous checkpoints are intact (free disk "
-                                  "space, then resume with trainer.resume=auto)") from error
+            raise OutputWriteError(f"could not write {self.path} or its TensorBoard events: "
+                                   f"{error.strerror or error}; the previous checkpoints are intact (free disk "
+                                   "space, then resume with trainer.resume=auto)") from error
         log.info(summary_line(record))
 
     def log_hparams(self, hparams: dict, metrics: dict) -> None:

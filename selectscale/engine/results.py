@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_atomic
+
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 
@@ -39,13 +41,8 @@ def hardware(device: torch.device) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path``, then rename it over ``path``: readers see old or new, never half."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """``text`` into ``path`` atomically and durably (:func:`selectscale.engine.atomic.write_atomic`)."""
+    write_atomic(path, text)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -19,20 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import has_checkpoint_files, remove_stale_temporaries
 from .config import ConfigError
-from .config_history import with_added_keys
+from .config_history import RUNTIME_KEYS, flatten, with_added_keys
 from .results import read_result
 
 CONFIG_FILE = "config.yaml"
 # What a resumable checkpoint holds (Trainer.save); "config" is optional (older checkpoints lack it).
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "next_batch", "global_step", "wall_time", "world_size", "cpu_rng",
                    "partial", "cuda_rng")
-# Keys that may differ between a run and its resumption: where things are and how they are shown,
-# not what is computed.
-RESUMABLE_DIFFERENCES = {
-    "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
-    "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile",
-    "trainer.snapshot_epochs",
-}
+# Keys that may differ between a run and its resumption: the runtime keys (config_history.RUNTIME_KEYS).
+RESUMABLE_DIFFERENCES = RUNTIME_KEYS
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -41,16 +36,6 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def flatten(node, prefix: str = "") -> dict:
-    """Nested dicts to ``{"a.b": value}`` (lists kept as they are)."""
-    if isinstance(node, dict):
-        flat = {}
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
 
 
 def config_differences(saved: DictConfig, current: DictConfig) -> list[str]:

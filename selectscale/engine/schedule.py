@@ -10,7 +10,7 @@ import math
 
 from omegaconf import DictConfig
 
-from .config import milestone_epochs
+from .schema import milestone_epochs
 
 
 def _step_of(progress: float, steps_per_epoch: int) -> int:

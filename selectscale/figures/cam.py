@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from selectscale.data import DatasetBundle
 from selectscale.engine.checkpoint import list_snapshots, load_weights
-from selectscale.engine.fit import build_model
+from selectscale.engine.model_setup import build_model
 from selectscale.figures.errors import FigureError
 from selectscale.figures.runs import Split, data_identity, load_trained_run, open_split, training_record
 

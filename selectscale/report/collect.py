@@ -17,16 +17,12 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ..engine.config_history import with_added_keys
+from ..engine.config_history import RUNTIME_KEYS, flatten, with_added_keys
 from ..engine.records import METRICS_FILE
 from ..engine.results import RESULT_FILE, SCHEMA_VERSION
 
-# Config keys that do not change the experiment: the seed (averaged over) and paths/runtime choices.
-KEYS_OUTSIDE_SETTING = frozenset({
-    "seed", "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.device",
-    "trainer.progress_bar", "trainer.resume", "trainer.dist_timeout_s", "trainer.compile",
-    "trainer.snapshot_epochs",
-})
+# Config keys that do not change the experiment: the seed (averaged over) and the engine's runtime keys.
+KEYS_OUTSIDE_SETTING = RUNTIME_KEYS | {"seed"}
 
 # Dotted paths every usable result.json must hold (the value may be null only where noted in _check_values).
 REQUIRED_FIELDS = (
@@ -87,15 +83,9 @@ class UnusableResult(ValueError):
 
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to ``{"a.b.c": value}``; lists become tuples so that every value is hashable."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, prefix=f"{dotted}."))
-        else:
-            flat[dotted] = _hashable(value)
-    return flat
+    """Nested dicts to ``{"a.b.c": value}`` (the engine's :func:`~selectscale.engine.config_history.flatten`);
+    lists become tuples so that every value is hashable."""
+    return {key: _hashable(value) for key, value in flatten(config, prefix).items()}
 
 
 def _hashable(value: Any) -> Any:

@@ -1,0 +1,125 @@
+"""Typed configuration schemas (Hydra ConfigStore): a misspelt key or a wrong type fails when the config is
+composed. The values and the rules spanning groups are checked by :func:`selectscale.engine.config.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value or combination that cannot run; the message is one line."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | imagenet | synthetic
+    root: str = "data"  # folder holding cifar-10-batches-py/, cifar-100-python/ or train/ + val/
+    download: bool = False  # CIFAR only: fetch and check the official archive into root
+    train_size: int = 5000  # synthetic only: images
+    test_size: int = 1000  # synthetic only: images
+    num_classes: int = 10  # synthetic only; the real data sets know their own
+    workers: int = 8  # imagenet only: DataLoader worker processes per rank
+    on_bad_image: str = "fail"  # imagenet only: fail | skip (count and warn)
+    padding_mode: str = "zeros"  # CIFAR and synthetic: the 4-pixel crop padding, zeros | reflect (Zagoruyko's WRN)
+    # ImageNet only (configs/dataset/imagenet.yaml sets them; null elsewhere): ColorJitter brightness, contrast
+    # and saturation, and the AlexNet PCA lighting std; 0 disables either.
+    color_jitter: float | None = None
+    lighting: float | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    shortcut: str | None = None  # CIFAR ResNets/WRNs: pad (default) | avgpool
+    # The options a model takes are declared where it is registered (register_model(options=...)).
+    drop_on_shortcut: bool = False  # resnet50: also a drop after each downsample BN (29 drop layers, not 27)
+    drop_after_stem: bool = False  # CIFAR ResNets/WRNs/ResNeXts: also a drop after the stem's BN + ReLU
+    pretrained: str | None = None  # a weight file loaded strictly before training (torchvision's resnet50-*.pth)
+
+
+@dataclass
+class DropConfig:
+    # The keys are the drop layers' arguments (selectscale.drop.drop_arguments says which method takes which);
+    # a key the chosen method does not take must keep its default here.
+    name: str = "none"  # a key of selectscale.drop.DROP_LAYERS: none | dropout | ... | select_dropblock
+    top_rate: float | None = None  # the selective methods (selectout, selectscale, select_dropblock)
+    retain_rate: float | None = None  # every method but none
+    block_size: int | None = None  # dropblock, select_dropblock: block side in positions (Ghiasi et al.: 7)
+    score: str = "max"  # selectout, selectscale: max | mean | avgpool
+    nonnegative_input: bool = False
+    score_window: int = 3
+    score_stride: int = 1
+    rounding: str = "round"  # selective methods: round (half up, the paper's round) | floor | ceil
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"  # step | cosine
+    lr: float = 0.1  # initial learning rate, for the global batch
+    milestones: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.8])  # fractions of the run
+    gamma: float = 0.2  # step: lr multiplier at each milestone
+    warmup_steps: int = 0  # the first steps at warmup_lr (He et al.'s ResNet-110: 0.01 for ~400 steps); 0: none
+    warmup_lr: float = 0.01
+    # Derived, shown in the printed config: the milestones as epochs of this run. Do not set it.
+    milestone_epochs: list[int] = "${milestone_epochs:${schedule.milestones},${trainer.epochs}}"
+
+
+@dataclass
+class CurriculumConfig:
+    name: str = "none"  # none | linear | exponential (strength 0 -> 1)
+    ramp_fraction: float = 1.0  # linear: fraction of the run over which strength ramps up
+    gamma: float = 0.001  # exponential: 1 - exp(-gamma * step), per optimizer step (Morerio et al.'s code)
+    per: str = "step"  # linear, exponential: update strength every step or every epoch
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: int = 128  # global batch, split evenly across ranks
+    micro_batches: int = 1  # split each rank's batch into this many sequential chunks (gradient accumulation)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on the CPU too (fast only with native bf16: avx512_bf16 or AMX)
+    channels_last: bool = True  # NHWC: 1.2-1.4x on the CPU for the CIFAR nets (results/benchmarks.md), standard on GPU
+    compile: bool = False
+    sync_bn: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume on CPU
+    eval_every: int = 1  # epochs; the last epoch is always evaluated
+    checkpoint_every: int = 1  # epochs; the last epoch always writes one
+    snapshot_epochs: list[int] = field(default_factory=list)  # keep the weights after these epochs (Figure 1)
+    resume: str = "never"  # never | auto (continue the run directory from its last checkpoint)
+    dist_timeout_s: int = 600  # a collective that waits longer fails the job instead of hanging
+    progress_bar: bool = True  # tqdm on an interactive terminal, rank 0 only
+    max_steps_per_epoch: int | None = None  # shorten epochs (smoke tests); None: the whole split
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    output_dir: str | None = None  # None: Hydra's run directory
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    drop: DropConfig = field(default_factory=DropConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def milestone_epochs(milestones, epochs) -> list[int]:
+    """Milestone fractions of the run as epochs: [0.3, 0.6, 0.8] of 200 epochs is [60, 120, 160]."""
+    return [round(float(fraction) * int(epochs)) for fraction in milestones]
+
+
+def register_configs() -> None:
+    """Register the schema that ``configs/train.yaml`` extends (its first defaults entry) and the
+    ``milestone_epochs`` resolver. Call before composing (train.py and the tests do)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("milestone_epochs"):
+        OmegaConf.register_new_resolver("milestone_epochs", milestone_epochs)
