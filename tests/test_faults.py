@@ -38,6 +38,7 @@ from fault_helpers import (
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from selectscale.engine import atomic as atomic_module
 from selectscale.engine import checkpoint as checkpoint_module
 from selectscale.engine import fit, register_configs
 from selectscale.engine.atomic import OutputWriteError
@@ -258,7 +259,7 @@ def test_disk_full_during_the_second_checkpoint_is_a_clear_error_and_keeps_the_f
                 return _DiskFullFile(path, "wb")
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "open", open_filling_the_disk, raising=False)
+    monkeypatch.setattr(atomic_module, "open", open_filling_the_disk, raising=False)  # every synced write
     with pytest.raises(CheckpointError) as error:
         fit(make_cfg(run_dir))
     message = str(error.value)
