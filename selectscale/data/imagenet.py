@@ -205,11 +205,10 @@ class ImageNetLoader:
 
 
 class ImageNetLoaders(NamedTuple):
-    """(train, val, info); ``info``: name, train_size, test_size, num_classes, verified (for result.json)."""
+    """(train, val) loaders of one rank (what result.json records of the data is built by the engine)."""
 
     train: ImageNetLoader
     val: ImageNetLoader
-    info: dict
 
 
 def load_imagenet_folders(
@@ -258,8 +257,7 @@ def build_imagenet_loaders(
     prefetch_factor: int = 4,
     eval_batch_size: int | None = None,
 ) -> ImageNetLoaders:
-    """(train, val, info) loaders for this rank; ``batch_size`` is per rank. ``verified`` in ``info`` is True
-    when the folders hold ILSVRC2012's image and class counts (1,281,167 / 50,000 / 1,000).
+    """(train, val) loaders for this rank; ``batch_size`` is per rank.
 
     ``root`` may also be the (train, val) pair from :func:`load_imagenet_folders` (``on_bad_image`` is then
     theirs). Worker randomness derives from ``seed`` (DataLoader seeds each worker), the training order from
@@ -272,17 +270,9 @@ def build_imagenet_loaders(
     train_loader = _data_loader(train_set, batch_size, train_sampler, drop_last=True, **options)
     val_sampler = ContiguousShardSampler(len(val_set), rank, world_size)
     val_loader = _data_loader(val_set, eval_batch_size or batch_size, val_sampler, drop_last=False, **options)
-    info = dict(
-        name="imagenet",
-        train_size=len(train_set),
-        test_size=len(val_set),
-        num_classes=len(train_set.classes),
-        verified=is_official_imagenet(train_set, val_set),
-    )
     return ImageNetLoaders(
         train=ImageNetLoader(train_loader, device, dtype, channels_last, train_set.on_bad_image),
         val=ImageNetLoader(val_loader, device, dtype, channels_last, val_set.on_bad_image),
-        info=info,
     )
 
 

@@ -19,8 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from . import dropblock
-from . import functional as Fd
+from . import dropblock, functional
 
 
 class DropLayer(nn.Module):
@@ -33,8 +32,8 @@ class DropLayer(nn.Module):
 
     def __init__(self, retain_rate: float, rate_scale: float = 1.0) -> None:
         super().__init__()
-        Fd.check_rate("retain_rate", retain_rate)
-        Fd.check_rate("rate_scale", rate_scale)
+        functional.check_rate("retain_rate", retain_rate)
+        functional.check_rate("rate_scale", rate_scale)
         self.retain_rate = float(retain_rate)
         self.rate_scale = float(rate_scale)
         self.active_at_inference = False  # set by apply_at_inference (Figure 3)
@@ -47,7 +46,7 @@ class DropLayer(nn.Module):
 
     @strength.setter
     def strength(self, value: float) -> None:
-        Fd.check_rate("strength", value)
+        functional.check_rate("strength", value)
         self.drop_strength.fill_(value)
 
     def effective_retain_rate(self) -> Tensor:
@@ -56,7 +55,7 @@ class DropLayer(nn.Module):
         return 1.0 - drop_amount * self.drop_strength.float()
 
     def forward(self, y: Tensor) -> Tensor:
-        Fd.check_feature_maps(y)
+        functional.check_feature_maps(y)
         if not (self.training or self.active_at_inference):
             return y
         return self._drop(y, self.effective_retain_rate())
@@ -72,14 +71,14 @@ class Dropout(DropLayer):
     """Standard dropout on feature maps, eq. (2): each element kept with probability p, x 1/p."""
 
     def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
-        return Fd.dropout(y, retain)
+        return functional.dropout(y, retain)
 
 
 class SpatialDropout(DropLayer):
     """SpatialDropout (Tompson et al. 2015), eq. (3): each whole map kept with probability p, x 1/p."""
 
     def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
-        return Fd.spatial_dropout(y, retain)
+        return functional.spatial_dropout(y, retain)
 
 
 class SpatialScale(DropLayer):
@@ -90,7 +89,7 @@ class SpatialScale(DropLayer):
     """
 
     def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
-        return Fd.spatial_scale(y, retain)
+        return functional.spatial_scale(y, retain)
 
 
 class DropBlock(DropLayer):
@@ -114,10 +113,10 @@ class DropBlock(DropLayer):
 def check_selection_arguments(top_rate: float, score: str, score_window: int, score_stride: int,
                               rounding: str) -> None:
     """The selection's arguments (Section 2.3), shared by every selective layer; ``ValueError`` names the bad one."""
-    Fd.check_rate("top_rate", top_rate)
-    Fd.check_rounding(rounding)
-    if score not in Fd.SCORES:
-        raise ValueError(f"score={score!r} is not known: use one of {', '.join(Fd.SCORES)}")
+    functional.check_rate("top_rate", top_rate)
+    functional.check_rounding(rounding)
+    if score not in functional.SCORES:
+        raise ValueError(f"score={score!r} is not known: use one of {', '.join(functional.SCORES)}")
     for name, value in (("score_window", score_window), ("score_stride", score_stride)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
@@ -180,10 +179,10 @@ class Selectout(_SelectiveDropLayer):
 
     def __init__(self, top_rate: float, retain_rate: float, rate_scale: float = 1.0, **score_kwargs) -> None:
         super().__init__(top_rate, retain_rate, rate_scale, **score_kwargs)
-        Fd.check_selectout_rates(self.top_rate, self.retain_rate, self.rate_scale)
+        functional.check_selectout_rates(self.top_rate, self.retain_rate, self.rate_scale)
 
     def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
-        return Fd.selectout(y, self.top_rate, retain, **self._score_kwargs())
+        return functional.selectout(y, self.top_rate, retain, **self._score_kwargs())
 
 
 class SelectScale(_SelectiveDropLayer):
@@ -192,4 +191,4 @@ class SelectScale(_SelectiveDropLayer):
     are unchanged. The paper's main method; it suggests top_rate 0.1 or 0.2 (Section 4)."""
 
     def _drop(self, y: Tensor, retain: Tensor) -> Tensor:
-        return Fd.select_scale(y, self.top_rate, retain, **self._score_kwargs())
+        return functional.select_scale(y, self.top_rate, retain, **self._score_kwargs())

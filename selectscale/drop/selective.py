@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from . import functional as Fd
+from . import functional
 from .layers import DropBlock, DropLayer, check_selection_arguments, selection_repr
 
 
@@ -41,9 +41,9 @@ def selective(
     0..k-1, in no particular order), so it must treat maps independently of their channel index: every
     map-wise method here does. Gradients reach ``y`` through the same factors (gather, then scatter back).
     """
-    Fd.check_feature_maps(y)
-    scores = Fd.feature_map_scores(y, score, nonnegative_input, score_window, score_stride)
-    chosen = Fd.top_map_indices(scores, top_rate, rounding)  # N x k
+    functional.check_feature_maps(y)
+    scores = functional.feature_map_scores(y, score, nonnegative_input, score_window, score_stride)
+    chosen = functional.top_map_indices(scores, top_rate, rounding)  # N x k
     if chosen.shape[1] == 0:
         return y
     index = chosen[:, :, None, None].expand(-1, -1, *y.shape[2:])
@@ -87,7 +87,7 @@ class Selective(nn.Module):
         self.rounding = rounding
 
     def forward(self, y: Tensor) -> Tensor:
-        Fd.check_feature_maps(y)
+        functional.check_feature_maps(y)
         if not (self.base.training or self.base.active_at_inference):
             return y
         return selective(y, self.base, self.top_rate, self.score, self.nonnegative_input, self.score_window,

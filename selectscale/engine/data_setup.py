@@ -13,14 +13,16 @@ from .distributed import DistContext
 
 
 @dataclass
-class DataBundle:
+class TrainingData:
+    """This rank's loaders for one run (the engine's view; the loaded data set itself is data.DatasetBundle)."""
+
     train: object  # yields (images, labels) on the device; has set_epoch, __len__, num_samples
     test: object
     num_classes: int
     info: dict  # name, train_size, test_size, num_classes, verified: recorded in result.json
 
 
-def build_data(cfg: DictConfig, ctx: DistContext) -> DataBundle:
+def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     """The data set named by ``cfg.dataset.name``, sharded for this rank, with the per-rank batch."""
     data = cfg.dataset
     colour = {} if data.name != "imagenet" else dict(color_jitter=data.color_jitter, lighting=data.lighting)
@@ -36,4 +38,4 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> DataBundle:
                                 workers=data.workers, padding_mode=data.padding_mode)
     info = dict(name=data.name, train_size=len(bundle.train), test_size=len(bundle.test),
                 num_classes=bundle.num_classes, verified=bool(bundle.verified))
-    return DataBundle(train, test, bundle.num_classes, info)
+    return TrainingData(train, test, bundle.num_classes, info)
