@@ -43,7 +43,7 @@ from torchvision import transforms as T
 from selectscale.data import CIFAR_MEAN_STD, DeviceLoader
 from selectscale.engine import register_configs
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.steps import StepContext, evaluate, train_epoch
+from selectscale.engine.steps import StepContext, StepSettings, autocast_device, evaluate, train_epoch
 from selectscale.models.complexity import count_macs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,17 +151,18 @@ class Ours:
                                          nesterov=True, foreach=None if device.type == "cuda" else True)
         self.loader = DeviceLoader(images, labels, cfg.trainer.batch_size, train=True, seed=0, mean=MEAN, std=STD,
                                    device=device, channels_last=cfg.trainer.channels_last)
-        self.ctx = StepContext(cfg, self.optimizer, device, self.model, len(self.loader), False, NoPreemption())
+        self.ctx = StepContext(StepSettings.from_config(cfg, device), self.optimizer, device, self.model,
+                               len(self.loader), False, NoPreemption())
         self.epoch, self.batch = 0, 0
 
     def evaluation_images_per_second(self, images, labels, timer: Timer) -> float:
         """Test-pass throughput (the engine's ``evaluate``), for the epoch-time projection."""
         loader = DeviceLoader(images, labels, 2 * self.cfg.trainer.batch_size, train=False, seed=0, mean=MEAN,
                               std=STD, device=self.device, channels_last=self.cfg.trainer.channels_last)
-        evaluate(self.network, loader, self.cfg, self.device)  # warm-up
+        evaluate(self.network, loader, self.device, autocast_device(self.cfg, self.device))  # warm-up
         synchronize(self.device)
         timer.start()
-        evaluate(self.network, loader, self.cfg, self.device)
+        evaluate(self.network, loader, self.device, autocast_device(self.cfg, self.device))
         return len(labels) / timer.stop()
 
     def steps(self, count: int) -> None:

@@ -5,7 +5,7 @@
 | 2 | bad input: config value, data files, run directory (nothing was changed) |
 | 3 | stopped by SIGTERM/SIGINT after writing a checkpoint (resume with trainer.resume=auto) |
 | 4 | non-finite training loss (the last good checkpoint is kept) |
-| 5 | a checkpoint could not be written (the previous ones are intact) |
+| 5 | a checkpoint or another output (metrics, result.json) could not be written (the previous ones are intact) |
 """
 
 from __future__ import annotations
@@ -137,20 +137,20 @@ def _group_hint(override: str, config_dir: Path | None) -> str | None:
 def _explain(error: Exception, override: str, config_dir: Path | None = None) -> str:
     """Hydra's multi-line composition error as one line naming the override and what is allowed."""
     from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     hint = _group_hint(override, config_dir)
     if hint is not None:
         return hint
     text, cause = str(error), error.__cause__
-    if isinstance(error, MissingConfigException) and "Available options" in text:
-        group = text.split("Could not find '")[1].split("'")[0].split("/")[0]
-        listing = text.split("Available options")[1].split("Config search path")[0]
-        options = [line.strip() for line in listing.splitlines()[1:] if line.startswith("\t")]
-        return f"{override}: no such option in configs/{group}/; choose one of {', '.join(options)}"
+    # Hydra's and OmegaConf's exception attributes, never their message text (which changes between releases).
+    if isinstance(error, MissingConfigException) and error.options:
+        group = (error.missing_cfg_file or "").split("/")[0]
+        return f"{override}: no such option in configs/{group}/; choose one of {', '.join(error.options)}"
     if isinstance(error, OverrideParseException):
         return (f"{override}: cannot parse it ({text.splitlines()[0]}); see "
                 "https://hydra.cc/docs/advanced/override_grammar/basic/")
-    if cause is not None and "not in" in str(cause):
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
         key = override.lstrip("+~").split("=")[0]
         return (f"{override}: there is no key {key!r} ({str(cause).splitlines()[0]}); check the spelling, "
                 "`python train.py --cfg job` lists every key")
@@ -201,11 +201,11 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
 
 
 def _culprit(error: Exception, overrides: list[str]) -> str:
-    """The override a composition error is about (Hydra names its key or group in the message)."""
-    text = f"{error} {error.__cause__}"
+    """The override a composition error is about: the key OmegaConf names (``full_key``), or the group of the
+    config file Hydra could not find (``missing_cfg_file``); all overrides when neither says."""
+    key = getattr(error.__cause__, "full_key", None) or (getattr(error, "missing_cfg_file", None) or "").split("/")[0]
     for override in overrides:
-        key = override.lstrip("+~").split("=")[0]
-        if f"'{key}'" in text or f"{key}/" in text or f"full_key: {key}" in text or f"override {override}" in text:
+        if key and override.lstrip("+~").split("=")[0] == key:
             return override
     return " ".join(overrides)
 

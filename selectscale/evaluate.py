@@ -27,7 +27,7 @@ from selectscale.drop import apply_at_inference
 from selectscale.engine.config import ConfigError, validate
 from selectscale.engine.distributed import choose_device
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.steps import evaluate
+from selectscale.engine.steps import autocast_device, evaluate
 from selectscale.figures.errors import FigureError
 from selectscale.figures.runs import load_trained_run
 
@@ -64,9 +64,9 @@ def evaluate_run(run_dir: Path, overrides: list[str], with_drops: bool, repeats:
     for _ in range(repeats if with_drops else 1):
         if with_drops:
             with apply_at_inference(model):
-                passes.append(evaluate(model, test, cfg, device))
+                passes.append(evaluate(model, test, device, autocast_device(cfg, device)))
         else:
-            passes.append(evaluate(model, test, cfg, device))
+            passes.append(evaluate(model, test, device, autocast_device(cfg, device)))
     summary = {key: statistics.fmean(p[key] for p in passes) for key in ("test_top1_error", "test_top5_error",
                                                                           "test_loss")}
     return dict(run_dir=str(run_dir), dataset=data.name, root=str(data.root), verified=bool(bundle.verified),

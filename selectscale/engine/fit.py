@@ -29,7 +29,7 @@ from .records import MetricsLogger, read_metrics, truncate_metrics
 from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
 from .runlock import RunDirLock
 from .signals import Preempted, PreemptionFlag
-from .steps import StepContext, evaluate, train_epoch
+from .steps import StepContext, StepSettings, evaluate, train_epoch
 
 log = logging.getLogger("selectscale")
 
@@ -164,7 +164,8 @@ class Trainer:
         if self.resume_note:
             log.info("%s", self.resume_note)  # now that train.log is attached
         logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
-        step_ctx = StepContext(self.cfg, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
+        settings = StepSettings.from_config(self.cfg, self.ctx.device)  # the config read once for the steps
+        step_ctx = StepContext(settings, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
                                self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)
         try:
             with PreemptionFlag() as preemption:
@@ -208,7 +209,8 @@ class Trainer:
         record = dict(epoch=self.epoch + 1, epochs=epochs, lr=outcome["lr"], drop_strength=outcome["strength"],
                       train_loss=totals[0] / totals[2], train_top1_error=1 - totals[1] / totals[2])
         if last or (self.epoch + 1) % cfg.trainer.eval_every == 0:
-            record.update(evaluate(self.eval_network, self.data.test, cfg, self.ctx.device))
+            record.update(evaluate(self.eval_network, self.data.test, self.ctx.device,
+                                   step_ctx.settings.autocast_device))
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
         seconds = time.perf_counter() - started

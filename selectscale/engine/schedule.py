@@ -24,7 +24,7 @@ def learning_rate(schedule: DictConfig, progress: float, epochs: int, steps_per_
 
     ``schedule.warmup_steps`` > 0: ``schedule.warmup_lr`` for the first that many steps, then the schedule
     (He et al. 2016's ResNet-110 recipe: 0.01 until the training error is below 80%, about 400 iterations)."""
-    if schedule.get("warmup_steps", 0) and _step_of(progress, steps_per_epoch) < schedule.warmup_steps:
+    if getattr(schedule, "warmup_steps", 0) and _step_of(progress, steps_per_epoch) < schedule.warmup_steps:
         return schedule.warmup_lr
     if schedule.name == "step":
         passed = sum(int(progress) >= m for m in milestone_epochs(schedule.milestones, epochs))

@@ -9,9 +9,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from selectscale.drop import drop_layers
@@ -30,11 +33,34 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """The parts of the config a training step reads, converted once at the start of ``fit`` (reading an
+    OmegaConf node every step is slow, and per-step code should not see the whole config)."""
+
+    schedule: Any  # the schedule group as a plain object (ScheduleConfig): learning_rate() reads it
+    curriculum: Any  # the curriculum group (CurriculumConfig): drop_strength() reads it
+    epochs: int
+    micro_batches: int
+    autocast_device: str | None  # see autocast_device()
+
+    @classmethod
+    def from_config(cls, cfg, device: torch.device) -> StepSettings:
+        return cls(_plain(cfg.schedule), _plain(cfg.curriculum), int(cfg.trainer.epochs),
+                   int(cfg.trainer.micro_batches), autocast_device(cfg, device))
+
+
+def _plain(node) -> Any:
+    """A config group as a plain object: its schema dataclass when it has one, else a namespace."""
+    value = OmegaConf.to_object(node)
+    return SimpleNamespace(**value) if isinstance(value, dict) else value
+
+
 @dataclass
 class StepContext:
     """What a training epoch needs besides the model and the data."""
 
-    cfg: object
+    settings: StepSettings
     optimizer: torch.optim.Optimizer
     device: torch.device
     drop_target: nn.Module  # the unwrapped model whose drop layers the curriculum drives
@@ -46,13 +72,11 @@ class StepContext:
 
     def __post_init__(self) -> None:
         self.drop_layers = list(drop_layers(self.drop_target))  # found once, not every step
-        self.autocast_device = autocast_device(self.cfg, self.device)
-        self.micro_batches = self.cfg.trainer.micro_batches
 
 
 def autocast_device(cfg, device: torch.device) -> str | None:
     """The device type to run bf16 autocast on: CUDA when ``trainer.amp``, the CPU when ``trainer.cpu_amp``;
-    None for full precision. Read once per epoch or evaluation, not per step (config access is slow)."""
+    None for full precision. Read once (StepSettings, an evaluation), not per step."""
     if cfg.trainer.amp and device.type == "cuda":
         return "cuda"
     if cfg.trainer.get("cpu_amp", False) and device.type == "cpu":
@@ -65,11 +89,11 @@ def autocast(device_type: str | None):
 
 
 def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
-    epochs = ctx.cfg.trainer.epochs
-    lr = learning_rate(ctx.cfg.schedule, progress, epochs, ctx.steps_per_epoch)
+    settings = ctx.settings
+    lr = learning_rate(settings.schedule, progress, settings.epochs, ctx.steps_per_epoch)
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr
-    strength = drop_strength(ctx.cfg.curriculum, progress, epochs, ctx.steps_per_epoch)
+    strength = drop_strength(settings.curriculum, progress, settings.epochs, ctx.steps_per_epoch)
     if strength != ctx.last_strength:  # constant without a curriculum: no write (a kernel per layer) per step
         for layer in ctx.drop_layers:
             layer.strength = strength
@@ -141,13 +165,13 @@ def _train_step(model: nn.Module, images, labels, ctx: StepContext, sums: torch.
     Chunk j takes samples j, j + k, j + 2k, ... of the batch: exactly the samples rank j would get in a
     k-process run (the loader shards by stride), so k chunks on one process reproduce k processes,
     BatchNorm statistics included."""
-    chunks = ctx.micro_batches
+    chunks = ctx.settings.micro_batches
     ctx.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=ctx.device)
     for chunk in range(chunks):
         chunk_images, chunk_labels = images[chunk::chunks], labels[chunk::chunks]
         sync = chunk == chunks - 1 or not hasattr(model, "no_sync")  # DDP all-reduces on the last chunk only
-        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.autocast_device):
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.settings.autocast_device):
             logits = model(chunk_images)
             loss = F.cross_entropy(logits, chunk_labels)
         (loss / chunks).backward()
@@ -169,11 +193,13 @@ def _check_finite(loss: torch.Tensor, sums: torch.Tensor, epoch: int, batch: int
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, cfg, device: torch.device) -> dict:
-    """Test loss and top-1/top-5 errors over every test image exactly once, summed across ranks."""
+def evaluate(model: nn.Module, loader, device: torch.device, autocast_type: str | None = None) -> dict:
+    """Test loss and top-1/top-5 errors over every test image exactly once, summed across ranks; bf16 autocast
+    on ``autocast_type`` (see :func:`autocast_device`) when given. Drops stay off unless the caller is inside
+    ``apply_at_inference`` (Figure 3)."""
     model.eval()
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1 correct, top-5 correct
-    count, autocast_type = 0, autocast_device(cfg, device)
+    count = 0
     for images, labels in loader:
         with autocast(autocast_type):
             logits = model(images)

@@ -20,6 +20,7 @@ import torch
 
 from selectscale.data import DeviceLoader, build_dataset
 from selectscale.drop import apply_at_inference, drop_factory
+from selectscale.engine.steps import evaluate
 from selectscale.figures.errors import FigureError
 from selectscale.figures.runs import load_trained_run, training_record
 from selectscale.models import create_model
@@ -44,13 +45,9 @@ def method_label(method: str) -> str:
     return f"{method} ({extra})" if extra else method
 
 
-@torch.no_grad()
 def test_error(model: torch.nn.Module, loader, device: torch.device) -> float:
-    wrong = total = 0
-    for images, labels in loader:
-        wrong += int((model(images.to(device)).argmax(1) != labels.to(device)).sum())
-        total += labels.numel()
-    return wrong / total
+    """Top-1 test error (a fraction) by the training loop's own evaluation (every test image once)."""
+    return evaluate(model, loader, device)["test_top1_error"]
 
 
 def error_with_drop_at_inference(cfg, weights: dict, loader, method: str, retain_rate: float, repeats: int,
