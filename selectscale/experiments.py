@@ -18,98 +18,25 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 import selectscale
-from selectscale.paths import config_dir
-from selectscale.report import collect, group, render_latex, render_markdown
-from selectscale.report.evidence import plot_curves, write_summary
+from selectscale.report.specs import (  # the specs, loaded in the report layer (fig4 and the report read them)
+    NAMES,
+    ExperimentError,
+    Row,
+    Table,
+    load_table,
+    select_rows,
+)
+from selectscale.report.table_files import report_table
 from selectscale.runqueue import Job, run_jobs
 
-EXPERIMENTS = config_dir() / "paper"
 TRAIN = (sys.executable, "-m", "selectscale.train")  # train.py's command line, wherever the package is installed
-TABLES = ("table1", "table2", "table3", "table4")
-FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
-EVIDENCE = ("mini_cifar10",)  # our own experiments (not the paper's), rendered in a folder of their own
-NAMES = TABLES + FIGURES + EVIDENCE
 # Smoke runs: the whole pipeline on 64 synthetic images, one optimizer step, on the CPU.
 SMOKE_OVERRIDES = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=64", "trainer.batch_size=32",
                    "trainer.max_steps_per_epoch=1", "trainer.device=cpu", "trainer.progress_bar=false"]
 SMOKE_SWEEP_POINTS = 2  # smoke runs keep the first two values of each sweep
-
-
-class ExperimentError(ValueError):
-    """A bad experiment name or option, or no runs to report; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    overrides: tuple[str, ...]
-    paper: str
-    paper_epochs: int | None
-    paper_top5: str | None = None
-    reference: str | None = None  # a sweep figure's horizontal line (e.g. "no drop")
-    points: tuple[tuple[str, float], ...] = ()  # a sweep figure's (panel, x) positions of this row
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    title: str
-    group_by: tuple[str, ...]
-    rows: tuple[Row, ...]
-    top5: bool = False
-    panels: tuple[tuple[str, str], ...] = ()  # a sweep figure's (panel title, swept key)
-    layout: str = "table"  # "evidence": a folder NAME/ with table.md/.tex, summary.json and curves.png
-    paper_header: str = "paper (%)"
-
-
-def _row(spec: dict, row: dict) -> Row:
-    overrides = [*spec.get("common", [])]
-    overrides += [f"{key}={row[key]}" for key in ("model", "drop") if key in row]
-    if "epochs" in row:
-        overrides.append(f"trainer.epochs={row['epochs']}")
-    overrides += row.get("overrides", [])
-    label = row.get("label") or "-".join(str(row[key]) for key in ("model", "drop") if key in row)
-    return Row(label, tuple(overrides), row["paper"], row.get("epochs", spec.get("paper_epochs")),
-               row.get("paper_top5"), row.get("reference"))
-
-
-def _sweep_rows(spec: dict, sweep_points: int | None) -> list[Row]:
-    """One row per swept value; a setting in several sweeps is one row (trained once) with several points."""
-    rows: dict[str, Row] = {}
-    for sweep in spec.get("sweeps", []):
-        values = sweep["values"] if sweep_points is None else sweep["values"][:sweep_points]
-        for value in values:
-            overrides = [*sweep.get("overrides", []), f"{sweep['key']}={value}"]
-            settings = dict(item.split("=", 1) for item in overrides)
-            ordered = sorted(settings, key=lambda key: (key != "drop.top_rate", key))  # top rate first
-            label = sweep["drop"] + "".join(f"-{key.split('.')[-1].removesuffix('_rate')}{settings[key]}"
-                                            for key in ordered)
-            point = (sweep["panel"], float(value))
-            if label in rows:
-                rows[label] = replace(rows[label], points=(*rows[label].points, point))
-            else:
-                row = _row(spec, {"label": label, "drop": sweep["drop"], "overrides": overrides,
-                                  "paper": "figure only"})
-                rows[label] = replace(row, points=(point,))
-    return list(rows.values())
-
-
-def load_table(name: str, sweep_points: int | None = None) -> Table:
-    """The spec ``configs/paper/NAME.yaml``; ``sweep_points`` keeps the first values of each sweep."""
-    path = EXPERIMENTS / f"{name}.yaml"
-    if name not in NAMES or not path.is_file():
-        raise ExperimentError(f"experiment {name!r} is not known: use one of {', '.join(NAMES)}")
-    spec = OmegaConf.to_container(OmegaConf.load(path))
-    rows = [_row(spec, row) for row in spec["rows"]] + _sweep_rows(spec, sweep_points)
-    panels = tuple((sweep["panel"], sweep["key"]) for sweep in spec.get("sweeps", []))
-    return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels,
-                 spec.get("layout", "table"), spec.get("paper_header", "paper (%)"))
 
 
 def snapshot_epochs(count: int, epochs: int) -> list[int]:
@@ -144,18 +71,6 @@ def run_command(row: Row, run_dir: Path, seed: int, epochs: int | None, data: st
     a run that :func:`row_command` started and vice versa (``output_dir`` may differ on resume)."""
     return [*TRAIN, *row.overrides, f"seed={seed}", f"output_dir={run_dir}",
             *_run_overrides(row, epochs, data, None, extra, snapshots)]
-
-
-def select_rows(table: Table, labels: str | None) -> Table:
-    """The table with only the rows named in ``labels`` (comma-separated), or all of them."""
-    if labels is None:
-        return table
-    wanted = labels.split(",")
-    unknown = [label for label in wanted if label not in {row.label for row in table.rows}]
-    if unknown:
-        raise ExperimentError(f"--rows {','.join(unknown)}: no such row in {table.name}; its rows are "
-                              f"{', '.join(row.label for row in table.rows)}")
-    return replace(table, rows=tuple(row for row in table.rows if row.label in wanted))
 
 
 def table_jobs(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, extra: list[str],
@@ -200,58 +115,6 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
     if failed:
         raise ExperimentError(f"{table.name}: rows {', '.join(failed)} had failed runs (listed above); fix them and "
                               "run the same target again: finished runs are kept and skipped")
-
-
-def _table_groups(table: Table, runs: Path, seeds: int) -> tuple[list, dict, dict, list]:
-    """The report groups of every row with runs, the paper's values by group key, and the left-out files."""
-    groups, paper, paper_top5, skipped = [], {}, {}, []
-    for row in table.rows:
-        row_dir = runs / table.name / row.label
-        if not row_dir.is_dir():
-            continue
-        collection = collect([row_dir])
-        skipped += collection.skipped
-        for found in group(collection.rows, by=table.group_by, paper_epochs=row.paper_epochs, expected_seeds=seeds):
-            # The row's label leads the key: two rows may coincide once shortened (Table 3's 200 and 600
-            # epochs), and each must keep its own paper value.
-            found.by, found.key = ("row", *found.by), (row.label, *found.key)
-            groups.append(found)
-            paper[found.key], paper_top5[found.key] = row.paper, row.paper_top5
-    if not groups:
-        left_out = f"; left out {len(skipped)} result.json: " + "; ".join(
-            f"{path}: {reason}" for path, reason in skipped[:3]) if skipped else ""
-        raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
-                              f"first (or pass RUNS=<folder> where they are){left_out}")
-    return groups, paper, paper_top5, skipped
-
-
-def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns: bool = False) -> list[Path]:
-    """Render ``out/NAME.md`` and ``out/NAME.tex`` (an evidence layout: ``out/NAME/table.md`` and friends)
-    from the runs under ``runs/NAME``; ``extra_columns`` adds best-epoch errors and min-max over seeds."""
-    groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds)
-    command = f"python -m selectscale.experiments report {table.name} --runs {runs}"
-    provenance = [f"Rendered by `{command}` from the result.json files; each run's command is train.py with the "
-                  f"overrides in configs/paper/{table.name}.yaml (test error of the last epoch)."]
-    evidence = table.layout == "evidence"
-    folder = out / table.name if evidence else out
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = "table" if evidence else table.name
-    outputs = [folder / f"{stem}.md", folder / f"{stem}.tex"]
-    for path, render in zip(outputs, (render_markdown, render_latex), strict=True):
-        path.write_text(render(groups, paper=paper, expected_seeds=seeds, title=table.title,
-                               provenance_lines=provenance, skipped=skipped,
-                               paper_top5=paper_top5 if table.top5 else None, extra_columns=extra_columns,
-                               paper_header=table.paper_header))
-    if evidence:
-        outputs.append(write_summary(groups, folder / "summary.json",
-                                     {"title": table.title, "command": command, "spec": f"configs/paper/"
-                                      f"{table.name}.yaml", "left_out": [f"{p}: {r}" for p, r in skipped]}))
-        outputs.append(plot_curves(groups, folder / "curves.png", table.title))
-    if table.panels:
-        from selectscale.report.sweeps import plot_sweeps  # matplotlib only when a spec has panels
-
-        outputs.append(plot_sweeps(table, groups, out / f"{table.name}.png"))
-    return outputs
 
 
 def smoke(names: list[str], keep: Path | None) -> None:

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    from selectscale.experiments import ExperimentError, load_table, report_table
+    from selectscale.report.specs import ExperimentError, load_table
+    from selectscale.report.table_files import report_table
 
     try:
         return report_table(load_table("fig4"), args.runs, args.out, args.seeds)

@@ -1,0 +1,46 @@
+"""Calls go down the layers, never back up (docs/architecture.md): checked on every module's imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "selectscale"
+# layer of each top-level part; a module may import only its own layer or lower ones
+LAYERS = {"paths": 0, "drop": 1, "models": 1, "data": 1, "engine": 2, "report": 3, "figures": 3,
+          "runqueue": 3, "cli": 4, "experiments": 4, "evaluate": 4, "train": 5}
+
+
+def part_of(module: str) -> str:
+    return module.split(".")[1] if module.startswith("selectscale.") else ""
+
+
+def imported_modules(path: Path) -> set[str]:
+    name = "selectscale." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package ("__init__" counts as the file)
+                base = name.split(".")[: -node.level]
+                found.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                found.add(node.module)
+    return {module for module in found if module.startswith("selectscale.")}
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if part_of("selectscale." + p.relative_to(PACKAGE).parts[0]
+                                                             .removesuffix(".py")) in LAYERS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_down_the_layers(path):
+    own = part_of("selectscale." + path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+    upward = [m for m in imported_modules(path) if part_of(m) in LAYERS and LAYERS[part_of(m)] > LAYERS[own]]
+    assert not upward, f"{path.relative_to(PACKAGE)} ({own}) imports {upward} from a higher layer"
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert parts - {"__init__"} <= set(LAYERS), sorted(parts - {"__init__"} - set(LAYERS))
