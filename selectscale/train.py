@@ -18,18 +18,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import selectscale
-from selectscale.cli import (
-    KNOWN_FAILURES,
-    SweepRecord,
-    composition_error,
-    final_summary,
-    remove_if_empty,
-    report_failure,
-    run_dir_error,
-)
+from selectscale.argv_checks import composition_error, run_dir_error
 from selectscale.engine import fit, register_configs
-from selectscale.engine.rundir import resolve_run_dir
+from selectscale.engine.rundir import remove_if_empty, resolve_run_dir
 from selectscale.engine.signals import Preempted
+from selectscale.failures import KNOWN_FAILURES, SweepRecord, final_summary, report_failure
 from selectscale.paths import config_dir
 
 register_configs()

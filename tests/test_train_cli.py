@@ -75,14 +75,14 @@ CONFIGS = REPO / "configs"
 ], ids=["misspelt-key", "unknown-option", "wrong-type", "syntax", "bad-sweep-value", "experiment-without-plus",
         "paper-spec"])
 def test_hydra_composition_errors_become_one_line(argv, expected):
-    from selectscale.cli import composition_error
+    from selectscale.argv_checks import composition_error
 
     message = composition_error(argv, CONFIGS)
     assert message.startswith(expected) and "\n" not in message
 
 
 def test_valid_command_lines_pass_the_composition_check():
-    from selectscale.cli import composition_error
+    from selectscale.argv_checks import composition_error
 
     assert composition_error(["-m", "model=wrn20_4,resnet110", "drop=selectscale", "seed=0,1",
                               "hydra.sweep.dir=x", "hydra/launcher=basic"], CONFIGS) is None
@@ -91,7 +91,7 @@ def test_valid_command_lines_pass_the_composition_check():
 
 
 def test_a_run_dir_that_cannot_be_created_is_named(tmp_path):
-    from selectscale.cli import run_dir_error
+    from selectscale.argv_checks import run_dir_error
 
     (tmp_path / "blocker").write_text("a file")
     assert run_dir_error([f"hydra.run.dir={tmp_path}/blocker/run"]).endswith("is a file, not a folder; choose "
@@ -124,8 +124,8 @@ def test_a_refused_run_in_hydras_dated_folder_leaves_no_empty_folder(tmp_path):
 
 
 def test_a_sweep_ends_with_a_table_of_its_jobs(capsys):
-    from selectscale.cli import SweepRecord
     from selectscale.engine import ConfigError
+    from selectscale.failures import SweepRecord
 
     record = SweepRecord(jobs=2)
     record.succeeded("multirun/x/drop=none", {"test_top1_error": 0.0512})
