@@ -195,18 +195,17 @@ class Trainer:
         started = time.perf_counter()
         outcome = train_epoch(self.network, self.data.train, self.epoch, self.next_batch, step_ctx, self.partial)
         self.global_step, self.partial = step_ctx.global_step, None
-        preempted = distributed.broadcast_flag(not outcome["finished"], self.ctx.device)
+        preempted = distributed.broadcast_flag(not outcome.finished, self.ctx.device)
         if preempted:
-            self.next_batch = outcome["next_batch"]
+            self.next_batch = outcome.next_batch
             self.wall_time += time.perf_counter() - started
-            self.partial = {k: outcome[k] for k in ("images", "lr", "strength")}
-            self.partial["sums"] = outcome["sums"].cpu()
+            self.partial = outcome.partial()
             self.save()
             raise Preempted(self._resume_hint(step_ctx.preemption.received or "a peer's signal"))
-        totals = distributed.sum_across_ranks(torch.cat([outcome["sums"], outcome["sums"].new_tensor(
-            [float(outcome["images"])])])).tolist()
+        totals = distributed.sum_across_ranks(torch.cat([outcome.sums, outcome.sums.new_tensor(
+            [float(outcome.images)])])).tolist()
         last = self.epoch + 1 == epochs
-        record = dict(epoch=self.epoch + 1, epochs=epochs, lr=outcome["lr"], drop_strength=outcome["strength"],
+        record = dict(epoch=self.epoch + 1, epochs=epochs, lr=outcome.lr, drop_strength=outcome.strength,
                       train_loss=totals[0] / totals[2], train_top1_error=1 - totals[1] / totals[2])
         if last or (self.epoch + 1) % cfg.trainer.eval_every == 0:
             record.update(evaluate(self.eval_network, self.data.test, self.ctx.device,

@@ -101,13 +101,27 @@ def _set_progress(ctx: StepContext, progress: float) -> tuple[float, float]:
     return lr, strength
 
 
-def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: StepContext,
-                partial: dict | None = None) -> dict:
-    """Train from batch ``start_batch`` of ``epoch`` to its end, or until preempted.
+@dataclass
+class EpochOutcome:
+    """What :func:`train_epoch` returns: device sums (loss x images, correct), the images seen, the lr and drop
+    strength of the epoch's first step, the index of the next batch, and whether the epoch finished."""
 
-    Returns device sums (loss x images, correct), the number of images, the lr and strength of the
-    epoch's first step, the index of the next batch, and whether the epoch finished. ``partial`` is
-    such a dict from an interrupted epoch (a mid-epoch checkpoint), to continue its sums."""
+    sums: torch.Tensor
+    images: int
+    lr: float | None
+    strength: float | None
+    next_batch: int
+    finished: bool
+
+    def partial(self) -> dict:
+        """The interrupted epoch's state as a mid-epoch checkpoint stores it (``partial``; CPU tensors)."""
+        return dict(images=self.images, lr=self.lr, strength=self.strength, sums=self.sums.cpu())
+
+
+def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: StepContext,
+                partial: dict | None = None) -> EpochOutcome:
+    """Train from batch ``start_batch`` of ``epoch`` to its end, or until preempted. ``partial``: the state
+    of an interrupted epoch from a mid-epoch checkpoint (:meth:`EpochOutcome.partial`), to continue its sums."""
     model.train()
     partial = partial or {}
     sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)
@@ -134,10 +148,8 @@ def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: Ste
             if (batch + 1) % check_every == 0 or batch + 1 == ctx.steps_per_epoch:
                 _check_finite(loss, sums, epoch, batch)
             if ctx.preemption.received and batch + 1 < ctx.steps_per_epoch:
-                return dict(sums=sums, images=images_seen, lr=first_lr, strength=first_strength,
-                            next_batch=batch + 1, finished=False)
-    return dict(sums=sums, images=images_seen, lr=first_lr, strength=first_strength,
-                next_batch=ctx.steps_per_epoch, finished=True)
+                return EpochOutcome(sums, images_seen, first_lr, first_strength, batch + 1, finished=False)
+    return EpochOutcome(sums, images_seen, first_lr, first_strength, ctx.steps_per_epoch, finished=True)
 
 
 class _Heartbeat:
