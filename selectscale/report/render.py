@@ -16,6 +16,7 @@ from . import stats
 from .tables import (
     MEASURED_HEADER,
     Group,
+    format_mean_std,
     format_measured,
     format_measured_top5,
     format_schedule,
@@ -56,7 +57,7 @@ def _best_epoch(entry: Group) -> str:
     if entry.mixed_settings or any(error is None for error in errors):
         return "n/a"
     mean, std = mean_and_std([100.0 * error for error in errors])
-    return f"{mean:.2f} ({entry.n})" if std is None else f"{mean:.2f} ± {std:.2f} ({entry.n})"
+    return format_mean_std(mean, std, entry.n)
 
 
 def _range(entry: Group) -> str:

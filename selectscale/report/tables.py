@@ -139,13 +139,16 @@ def group(rows: Iterable[RunRow], by: tuple[str, ...], paper_epochs: int | None 
             for key in sorted(buckets, key=_sort_key)]
 
 
+def format_mean_std(mean: float, std: float | None, n: int) -> str:
+    """``5.22 ± 0.08 (5)``, or ``5.22 (1)`` without a std: every mean ± std (n) cell of the report."""
+    return f"{mean:.2f} ({n})" if std is None else f"{mean:.2f} ± {std:.2f} ({n})"
+
+
 def format_measured(group: Group) -> str:
     """``5.22 ± 0.08 (5)``, ``5.22 (1)``, or ``not computed (mixed settings)``."""
     if group.mixed_settings or group.top1_mean is None:
         return "not computed (mixed settings)" if group.mixed_settings else f"not computed ({group.n})"
-    if group.top1_std is None:
-        return f"{group.top1_mean:.2f} ({group.n})"
-    return f"{group.top1_mean:.2f} ± {group.top1_std:.2f} ({group.n})"
+    return format_mean_std(group.top1_mean, group.top1_std, group.n)
 
 
 def format_measured_top5(group: Group) -> str:
@@ -154,9 +157,7 @@ def format_measured_top5(group: Group) -> str:
         return "not computed (mixed settings)"
     if group.top5_mean is None:
         return f"not recorded ({group.n})"
-    if group.top5_std is None:
-        return f"{group.top5_mean:.2f} ({group.n})"
-    return f"{group.top5_mean:.2f} ± {group.top5_std:.2f} ({group.n})"
+    return format_mean_std(group.top5_mean, group.top5_std, group.n)
 
 
 def format_schedule(group: Group) -> str:
