@@ -110,9 +110,10 @@ class DropBlock(DropLayer):
         return f"{super().extra_repr()}, block_size={self.block_size}"
 
 
-def check_selection_arguments(top_rate: float, score: str, score_window: int, score_stride: int,
-                              rounding: str) -> None:
-    """The selection's arguments (Section 2.3), shared by every selective layer; ``ValueError`` names the bad one."""
+def set_selection_arguments(layer: nn.Module, top_rate: float, score: str, nonnegative_input: bool,
+                            score_window: int, score_stride: int, rounding: str) -> None:
+    """Check the selection's arguments (Section 2.3) and store them on ``layer``: shared by every selective layer
+    (SelectScale, Selectout, Selective); ``ValueError`` names the bad one."""
     functional.check_rate("top_rate", top_rate)
     functional.check_rounding(rounding)
     if score not in functional.SCORES:
@@ -120,6 +121,12 @@ def check_selection_arguments(top_rate: float, score: str, score_window: int, sc
     for name, value in (("score_window", score_window), ("score_stride", score_stride)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
+    layer.top_rate = float(top_rate)
+    layer.score = score
+    layer.nonnegative_input = bool(nonnegative_input)  # set by models and insert_drops after a ReLU
+    layer.score_window = score_window
+    layer.score_stride = score_stride
+    layer.rounding = rounding  # how t * C (and Selectout's (1 - p) * C) become counts
 
 
 def selection_repr(layer) -> str:
@@ -152,13 +159,7 @@ class _SelectiveDropLayer(DropLayer):
         rounding: str = "round",
     ) -> None:
         super().__init__(retain_rate, rate_scale)
-        check_selection_arguments(top_rate, score, score_window, score_stride, rounding)
-        self.top_rate = float(top_rate)
-        self.score = score
-        self.nonnegative_input = bool(nonnegative_input)
-        self.score_window = score_window
-        self.score_stride = score_stride
-        self.rounding = rounding  # how t * C (and Selectout's (1 - p) * C) become counts
+        set_selection_arguments(self, top_rate, score, nonnegative_input, score_window, score_stride, rounding)
 
     def _score_kwargs(self) -> dict:
         return dict(

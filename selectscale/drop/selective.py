@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional
-from .layers import DropBlock, DropLayer, check_selection_arguments, selection_repr
+from .layers import DropBlock, DropLayer, selection_repr, set_selection_arguments
 
 
 def selective(
@@ -77,14 +77,8 @@ class Selective(nn.Module):
             raise TypeError(f"base={base!r} is not a DropLayer: wrap a map-wise drop layer, e.g. DropBlock(0.9, 3)")
         if getattr(base, "selective", False):
             raise ValueError(f"base {type(base).__name__} already selects maps: wrap a non-selective method")
-        check_selection_arguments(top_rate, score, score_window, score_stride, rounding)
         self.base = base
-        self.top_rate = float(top_rate)
-        self.score = score
-        self.nonnegative_input = bool(nonnegative_input)  # set by models and insert_drops after a ReLU
-        self.score_window = score_window
-        self.score_stride = score_stride
-        self.rounding = rounding
+        set_selection_arguments(self, top_rate, score, nonnegative_input, score_window, score_stride, rounding)
 
     def forward(self, y: Tensor) -> Tensor:
         functional.check_feature_maps(y)
