@@ -7,25 +7,21 @@ class names from the meta file and ``verified``: True only when every file read 
 the official md5 sum. Files that are not the official ones are still read, with one warning naming them,
 so that a results table can never mix official and other data unseen.
 
-Each image row of the official files is 3,072 bytes: 1,024 red, then 1,024 green, then 1,024 blue, each
-a 32 x 32 plane in row-major order; reshaping to N x 3 x 32 x 32 keeps RGB channel order and H x W layout.
-
-The files are pickles. They are read with an unpickler that only accepts what a CIFAR file contains
-(dicts, lists, strings, numbers and numpy arrays), so a foreign pickle cannot run code.
+The files are pickles, read safely by :mod:`selectscale.data.cifar_files` (which also checks their shapes and
+labels); this module knows where they live, whether they are the official ones and how the splits fit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from .cifar_files import CifarFormatError, read_batch, read_classes
 from .download import download_cifar_archive
 
 __all__ = [
@@ -42,13 +38,6 @@ CIFAR_MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     "cifar10": ((0.49139968, 0.48215841, 0.44653091), (0.24703223, 0.24348513, 0.26158784)),
     "cifar100": ((0.50707516, 0.48654887, 0.44091784), (0.26733429, 0.25643846, 0.27615047)),
 }
-
-IMAGE_BYTES = 3 * 32 * 32  # one image row of an official batch file
-
-
-class CifarFormatError(ValueError):
-    """A CIFAR file exists but cannot be used (unreadable pickle, wrong shapes, bad labels, ...)."""
-
 
 @dataclass(frozen=True)
 class CifarSpec:
@@ -132,78 +121,6 @@ def _spec(name: str) -> CifarSpec:
     return CIFAR_SPECS[name]
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Only the globals a CIFAR pickle refers to: numpy array reconstruction (and ``_codecs.encode``,
-    which Python 3 protocol-2 pickles use for bytes). Nothing that can run other code."""
-
-    ALLOWED = {
-        ("_codecs", "encode"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refers to {module}.{name}, which no CIFAR file contains")
-        return super().find_class(module, name)
-
-
-def _read_pickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as handle:
-            content = _CifarUnpickler(handle, encoding="latin1").load()  # Python-2 pickles, as distributed
-    except Exception as exc:  # a damaged pickle can raise nearly anything; report it as the file's problem
-        raise CifarFormatError(f"{path}: truncated or unreadable pickle ({type(exc).__name__}: {exc})") from None
-    if not isinstance(content, dict):
-        raise CifarFormatError(f"{path}: holds a {type(content).__name__}, a CIFAR file holds a dict")
-    return content
-
-
-def _entry(content: dict, key: str, path: Path):
-    if key not in content:
-        raise CifarFormatError(f"{path}: has no {key!r} entry (it has {', '.join(map(str, content))})")
-    return content[key]
-
-
-def _read_classes(path: Path, spec: CifarSpec) -> tuple[str, ...]:
-    names = _entry(_read_pickle(path), spec.meta_key, path)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CifarFormatError(f"{path}: {spec.meta_key!r} is not a list of class names")
-    if len(names) != spec.num_classes:
-        raise CifarFormatError(
-            f"{path}: lists {len(names)} class names, {spec.title} has {spec.num_classes} (class-count mismatch)"
-        )
-    return tuple(names)
-
-
-def _read_batch(path: Path, spec: CifarSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    content = _read_pickle(path)
-    data = _entry(content, "data", path)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
-        shape = getattr(data, "shape", type(data).__name__)
-        raise CifarFormatError(
-            f"{path}: 'data' has shape {shape} ({getattr(data, 'dtype', '?')}), expected N x {IMAGE_BYTES} uint8"
-        )
-    raw_labels = _entry(content, spec.label_key, path)
-    try:
-        labels = np.asarray(raw_labels, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise CifarFormatError(f"{path}: {spec.label_key!r} is not a list of integers") from None
-    if labels.shape != (data.shape[0],):
-        raise CifarFormatError(f"{path}: {spec.label_key!r} has shape {labels.shape} for {data.shape[0]} images")
-    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
-        raise CifarFormatError(
-            f"{path}: labels out of range: {labels.min()}..{labels.max()}, "
-            f"{spec.title} has classes 0..{spec.num_classes - 1}"
-        )
-    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))  # R plane, G plane, B plane
-    return images, torch.from_numpy(labels)
-
-
 def _file_md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
@@ -246,8 +163,8 @@ def _read_split(root: Path, spec: CifarSpec, train: bool) -> tuple[CifarSplit, l
     names = (spec.meta_file, *spec.data_files(train))
     _check_present(root, spec, names)
     paths = [root / spec.folder / n for n in names]
-    classes = _read_classes(paths[0], spec)
-    batches = [_read_batch(p, spec) for p in paths[1:]]
+    classes = read_classes(paths[0], spec.meta_key, spec.num_classes, spec.title)
+    batches = [read_batch(p, spec.label_key, spec.num_classes, spec.title) for p in paths[1:]]
     unofficial = _unofficial_files(root, paths)
     split = CifarSplit(
         images=torch.cat([images for images, _ in batches]),

@@ -1,4 +1,4 @@
-"""Which samples each of R ranks sees, and the reduction of evaluation sums across ranks.
+"""Which samples each of R ranks sees, in training and in evaluation.
 
 Training: every rank draws the same seeded permutation and takes every R-th entry from its own offset, so
 shards are disjoint; each rank gets floor(N / R) samples (equal step counts keep DDP in lock step), and the

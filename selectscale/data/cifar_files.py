@@ -1,0 +1,98 @@
+"""Reading one official CIFAR pickle file safely, checking what it holds.
+
+The official "python version" files are Python-2 pickles. They are read with an unpickler that only accepts
+what a CIFAR file contains (dicts, lists, strings, numbers and numpy arrays), so a foreign pickle cannot run
+code. Each check names the file and what is wrong with it in one line (:class:`CifarFormatError`).
+
+Each image row of a batch file is 3,072 bytes: 1,024 red, then 1,024 green, then 1,024 blue, each a 32 x 32
+plane in row-major order; reshaping to N x 3 x 32 x 32 keeps RGB channel order and H x W layout.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["IMAGE_BYTES", "CifarFormatError", "read_batch", "read_classes"]
+
+IMAGE_BYTES = 3 * 32 * 32  # one image row of an official batch file
+
+
+class CifarFormatError(ValueError):
+    """A CIFAR file exists but cannot be used (unreadable pickle, wrong shapes, bad labels, ...)."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Only the globals a CIFAR pickle refers to: numpy array reconstruction (and ``_codecs.encode``,
+    which Python 3 protocol-2 pickles use for bytes). Nothing that can run other code."""
+
+    ALLOWED = {
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}, which no CIFAR file contains")
+        return super().find_class(module, name)
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            content = _CifarUnpickler(handle, encoding="latin1").load()  # Python-2 pickles, as distributed
+    except Exception as exc:  # a damaged pickle can raise nearly anything; report it as the file's problem
+        raise CifarFormatError(f"{path}: truncated or unreadable pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(content, dict):
+        raise CifarFormatError(f"{path}: holds a {type(content).__name__}, a CIFAR file holds a dict")
+    return content
+
+
+def _entry(content: dict, key: str, path: Path):
+    if key not in content:
+        raise CifarFormatError(f"{path}: has no {key!r} entry (it has {', '.join(map(str, content))})")
+    return content[key]
+
+
+def read_classes(path: Path, meta_key: str, num_classes: int, title: str) -> tuple[str, ...]:
+    """The class names under ``meta_key`` of the meta file ``path``; ``num_classes`` of them or an error."""
+    names = _entry(_read_pickle(path), meta_key, path)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CifarFormatError(f"{path}: {meta_key!r} is not a list of class names")
+    if len(names) != num_classes:
+        raise CifarFormatError(
+            f"{path}: lists {len(names)} class names, {title} has {num_classes} (class-count mismatch)"
+        )
+    return tuple(names)
+
+
+def read_batch(path: Path, label_key: str, num_classes: int, title: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (uint8 N x 3 x 32 x 32, RGB) and labels (int64 N, under ``label_key``) of one batch file."""
+    content = _read_pickle(path)
+    data = _entry(content, "data", path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise CifarFormatError(
+            f"{path}: 'data' has shape {shape} ({getattr(data, 'dtype', '?')}), expected N x {IMAGE_BYTES} uint8"
+        )
+    raw_labels = _entry(content, label_key, path)
+    try:
+        labels = np.asarray(raw_labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise CifarFormatError(f"{path}: {label_key!r} is not a list of integers") from None
+    if labels.shape != (data.shape[0],):
+        raise CifarFormatError(f"{path}: {label_key!r} has shape {labels.shape} for {data.shape[0]} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise CifarFormatError(
+            f"{path}: labels out of range: {labels.min()}..{labels.max()}, {title} has classes 0..{num_classes - 1}"
+        )
+    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))  # R plane, G plane, B plane
+    return images, torch.from_numpy(labels)
