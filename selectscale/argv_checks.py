@@ -1,6 +1,7 @@
 """Checks of a ``train.py`` command line before Hydra runs, each failing with one line (Hydra itself reports
 such problems over several lines, with exit status 1, and in a multirun only when the bad job's turn comes):
-overrides that do not compose (every value of every sweep, up to 64 compositions) and run-directory values
+overrides that do not compose (every value of every sweep; one composition, plus one per further option of a swept
+config group) and run-directory values
 Hydra cannot use. The reasons come from Hydra's and OmegaConf's exception attributes, never their message text.
 """
 
@@ -15,7 +16,6 @@ from selectscale.engine.rundir import enclosing_run
 _UNCHECKED_FLAGS = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-h", "--help",
                     "--hydra-help", "-i", "--info", "-sc", "--shell-completion", "--experimental-rerun", "--version"}
 _FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package"}
-_MAX_COMPOSITIONS = 64
 
 
 def config_overrides(argv: list[str]) -> list[str] | None:
@@ -70,45 +70,99 @@ def _explain(error: Exception, override: str, config_dir: Path | None = None) ->
     return f"{override}: {detail}"
 
 
-def _variants(overrides: list[str]) -> list[tuple[list[str], str]]:
-    """Concrete override lists covering every value of every sweep once: (overrides, the one varied)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _first_values(parsed: list) -> list[str]:
+    """The override list a multirun's first job composes: every sweep at its first value."""
+    return [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+            else o.input_line for o in parsed]
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
-             else o.input_line for o in parsed]
-    variants = [(first, "")]
-    for index, override in enumerate(parsed):
-        if override.is_sweep_override():
-            for value in list(override.sweep_string_iterator())[1:]:
-                concrete = f"{override.get_key_element()}={value}"
-                variants.append(([*first[:index], concrete, *first[index + 1:]], concrete))
-    return variants[:_MAX_COMPOSITIONS]
+
+def _empty_sweep(parsed: list) -> str | None:
+    """One line for a sweep without values (a glob() that matches nothing: Hydra would run no job of it)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    for override in parsed:
+        if override.is_sweep_override() and next(iter(override.sweep_string_iterator()), None) is None:
+            options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
+            where = f"; configs/{override.key_or_group}/ holds {', '.join(options)}" if options else ""
+            return f"{override.input_line}: the sweep has no values, so no job would run; give it at least one{where}"
+    return None
+
+
+def _further_values(parsed: list) -> list[tuple[int, str, bool]]:
+    """(position, ``key=value``, whether the key is a config group) for every sweep value after the first."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    return [(index, f"{o.get_key_element()}={value}", bool(loader.get_group_options(o.key_or_group)))
+            for index, o in enumerate(parsed) if o.is_sweep_override()
+            for value in list(o.sweep_string_iterator())[1:]]
+
+
+def _value_error(cfg, concrete: str) -> str | None:
+    """Why assigning one sweep value to the composed config fails (the typed check its job's composition
+    would make: a missing key, a wrong type), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    override = OverridesParser.create().parse_override(concrete)  # the value as its job will read it
+    if override.is_delete():
+        return None
+    try:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    except OmegaConfBaseException as error:
+        return f"{concrete}: {str(error).splitlines()[0]}"
+    return None
+
+
+def _composition_problem(config_name: str, overrides: list[str], varied: str, config_dir: Path) -> str | None:
+    """One line if Hydra cannot compose ``overrides`` (naming ``varied``, or the override the error is about)."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        return _explain(error, varied or _culprit(error, overrides), config_dir)
+    return None
 
 
 def composition_error(argv: list[str], config_dir: Path, config_name: str = "train") -> str | None:
     """One line saying why Hydra cannot compose train.py's config from ``argv``, or None when it can.
 
     Hydra itself reports such errors over several lines with exit status 1 (and in a multirun only when
-    the bad job's turn comes); this check runs first so that train.py fails at once, on one line."""
+    the bad job's turn comes); this check runs first so that train.py fails at once, on one line. It composes
+    the first job's config once, and once more for each further option of a swept config group (a few files);
+    every other sweep value (seeds, rates: any number of them) is assigned to that config, the typed check
+    its job's composition would make, so a 64-seed sweep costs one composition."""
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     overrides = config_overrides(argv)
     if not overrides:
         return None
-    for override in overrides:  # a syntax error names its own override
-        try:
-            _variants([override])
-        except OverrideParseException as error:
-            return _explain(error, override)
-    for variant, varied in _variants(overrides):
-        try:
-            with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-                compose(config_name=config_name, overrides=variant)
-        except (HydraException, OmegaConfBaseException) as error:
-            return _explain(error, varied or _culprit(error, variant), config_dir)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())  # for glob()
+        parsed = []
+        for override in overrides:  # a syntax error names its own override
+            try:
+                parsed.extend(parser.parse_overrides([override]))  # (sets the loader glob() needs)
+            except OverrideParseException as error:
+                return _explain(error, override)
+        if problem := _empty_sweep(parsed):
+            return problem
+        first = _first_values(parsed)
+        if problem := _composition_problem(config_name, first, "", config_dir):
+            return problem
+        cfg = compose(config_name=config_name, overrides=first)
+        for index, concrete, is_group in _further_values(parsed):
+            problem = (_composition_problem(config_name, [*first[:index], concrete, *first[index + 1:]], concrete,
+                                            config_dir) if is_group else _value_error(cfg, concrete))
+            if problem:
+                return problem
     return None
 
 

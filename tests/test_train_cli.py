@@ -72,8 +72,14 @@ CONFIGS = REPO / "configs"
     (["experiment=table1_wrn20_4_selectscale"], "experiment=table1_wrn20_4_selectscale: an experiment file adds a "
                                                 "whole setting: write +experiment=NAME (one of table1_resnet110"),
     (["+paper=table1"], "+paper=table1: configs/paper/ holds the table specs"),
+    # the 65th value of a sweep is checked too (an earlier check stopped after 64 compositions)
+    (["-m", "seed=range(0,64)", "drop.top_rate=0.1,abc"],
+     "drop.top_rate=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    (["-m", "seed=0,1", "trainer.epochs=3,'x y'"], "trainer.epochs='x y': Value 'x y' of type 'str' could not be"),
+    (["-m", "model=glob(resnet2*)", "drop=selectscale,nope"], "drop=nope: no such option in configs/drop/"),
+    (["-m", "model=glob(xyz*)"], "model=glob(xyz*): the sweep has no values, so no job would run"),
 ], ids=["misspelt-key", "unknown-option", "wrong-type", "syntax", "bad-sweep-value", "experiment-without-plus",
-        "paper-spec"])
+        "paper-spec", "value-after-64", "quoted-sweep-value", "glob-and-bad-option", "empty-glob"])
 def test_hydra_composition_errors_become_one_line(argv, expected):
     from selectscale.argv_checks import composition_error
 
@@ -86,6 +92,8 @@ def test_valid_command_lines_pass_the_composition_check():
 
     assert composition_error(["-m", "model=wrn20_4,resnet110", "drop=selectscale", "seed=0,1",
                               "hydra.sweep.dir=x", "hydra/launcher=basic"], CONFIGS) is None
+    assert composition_error(["-m", "model=glob(resnet2*)", "seed=range(0,100)", "drop.top_rate=0.2,0.4"],
+                             CONFIGS) is None
     assert composition_error(["--cfg", "job", "model=wrn20_8"], CONFIGS) is None
     assert composition_error(["-cn", "other", "anything=1"], CONFIGS) is None  # another config: Hydra decides
 
