@@ -76,3 +76,15 @@ def write_tiny_cifar10():
     CIFAR-10 into ``root/cifar-10-batches-py`` in the official layout and pickle structure (random pixels,
     labels spanning 0..9). Its md5 sums are not the official ones, so it loads with ``verified=False``."""
     return _write_tiny_cifar10
+
+
+@pytest.fixture(scope="module")
+def in_process_reference(tmp_path_factory) -> Path:
+    """An uninterrupted in-process tiny run (the fault tests compare with it: same process, same numerics)."""
+    from fault_helpers import make_cfg
+
+    from selectscale.engine import fit
+
+    run_dir = tmp_path_factory.mktemp("in_process") / "reference"
+    fit(make_cfg(run_dir))
+    return run_dir

@@ -1,5 +1,6 @@
-"""Helpers shared by tests/test_faults.py and tests/test_bad_input.py: running train.py (optionally with a
-fault injected), reading what a run left behind, and checking the one-line error contract."""
+"""Helpers shared by tests/test_faults.py, test_faults_storage.py and test_bad_input.py: running train.py
+(optionally with a fault injected), reading what a run left behind, checking the one-line error contract, and
+the tiny in-process run (``make_cfg``) that tests/conftest.py's ``in_process_reference`` trains."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+
+from selectscale.engine.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train.py"
@@ -158,3 +162,37 @@ def message_lines(stderr: str) -> list[str]:
         in_warning = False
         lines.append(line)
     return lines
+
+
+# --- shared by the fault tests: where a run goes, the reference it must equal, an in-process run ----------
+
+def in_dir(run_dir: Path) -> list[str]:
+    """Put the run (and Hydra's own directory) in ``run_dir``: nothing lands in the repository's runs/."""
+    return [f"hydra.run.dir={run_dir}"]
+
+
+def assert_equals_reference(run_dir: Path, reference: Path) -> None:
+    """Final weights and every epoch's metrics (test errors and losses included) equal, bit for bit."""
+    assert json.loads((run_dir / "result.json").read_text())["complete"] is True
+    assert same_weights(weights(run_dir), weights(reference)), "final weights differ from the uninterrupted run"
+    got, want = metrics(run_dir), metrics(reference)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want], "metrics.jsonl holds other epochs"
+    assert got == want
+
+
+CONFIG_DIR = REPO / "configs"
+IN_PROCESS_EPOCHS = 3
+
+
+def make_cfg(run_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=[*TINY, f"trainer.epochs={IN_PROCESS_EPOCHS}",
+                                                       f"output_dir={run_dir}", *overrides])
+
+
+def assert_previous_state_intact(run_dir: Path, epoch: int) -> None:
+    """The checkpoint of ``epoch`` loads (checksum verified, weights-only) and result.json reads as its epoch."""
+    state = load_checkpoint(run_dir)
+    assert state is not None and state["epoch"] == epoch and state["next_batch"] == 0
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["complete"] is False and result["epochs_completed"] == epoch
