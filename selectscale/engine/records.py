@@ -11,9 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import OutputWriteError
+from .atomic import OutputWriteError, write_atomic
 from .config import ConfigError
-from .results import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -125,7 +124,7 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     if not path.exists():
         return
     records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def progress_bar(total: int, epoch: int, enabled: bool):

@@ -40,13 +40,9 @@ def hardware(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` atomically and durably (:func:`selectscale.engine.atomic.write_atomic`)."""
-    write_atomic(path, text)
-
-
 def write_json_atomic(path: Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    """``payload`` as indented JSON into ``path``, atomically and durably (:func:`.atomic.write_atomic`)."""
+    write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def read_result(run_dir: Path) -> dict | None:
