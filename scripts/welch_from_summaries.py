@@ -5,8 +5,9 @@ standard deviations and n: for rows run in different sessions, whose run folders
         results/mini_cifar10_dropblock/summary.json
 
 Prints, for every row of the second file against every row of the first: the difference of the mean test
-top-1 errors (percentage points) and Welch's two-sided p. Runs from different sessions may differ by machine
-(not bit-identical without trainer.deterministic): say so beside any p printed here.
+top-1 errors (percentage points) and Welch's two-sided p (as the tables print it: p=0.012, p<0.001). Runs
+from different sessions may differ by machine (not bit-identical without trainer.deterministic): say so beside
+any p printed here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 from pathlib import Path
 
 from scipy import stats
+
+from selectscale.report.stats import WelchResult, format_p
 
 
 def rows(path: Path) -> dict[str, dict]:
@@ -40,8 +43,9 @@ def main() -> None:
             a, b = new["test_top1_error_std"] ** 2 / new["n"], reference["test_top1_error_std"] ** 2 / reference["n"]
             dof = (a + b) ** 2 / (a**2 / (new["n"] - 1) + b**2 / (reference["n"] - 1))
             diff = new["test_top1_error_mean"] - reference["test_top1_error_mean"]
+            p_text = format_p(WelchResult(result.statistic, dof, result.pvalue))
             print(f"| {name} ({new['n']}) | {reference_name} ({reference['n']}) | {diff:+.2f} | "
-                  f"{result.statistic:.2f} | {dof:.1f} | {result.pvalue:.4f} |")
+                  f"{result.statistic:.2f} | {dof:.1f} | {p_text} |")
 
 
 if __name__ == "__main__":
