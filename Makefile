@@ -79,7 +79,7 @@ table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED
 MINI_DATA ?= $(or $(SELECTSCALE_SHARED),../shared)/data/cifar-mini
 MINI_SEEDS ?= 5
 .PHONY: mini-evidence mini-evidence-report
-mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, 5 rows x MINI_SEEDS, PARALLEL (2) at once -> results/mini_cifar10/
+mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, every row (8) x MINI_SEEDS, PARALLEL (2) at once -> results/mini_cifar10/
 	$(PY) -m selectscale.experiments run mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS) --data $(MINI_DATA) \
 	  --parallel $(or $(PARALLEL),2) $(if $(EPOCHS),--epochs $(EPOCHS))
 

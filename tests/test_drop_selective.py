@@ -112,6 +112,19 @@ def test_select_dropblock_leaves_unselected_maps_untouched_and_rescales_within_t
     torch.testing.assert_close(chosen_out[kept], chosen_in[kept] * (kept.numel() / kept.sum()))
 
 
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_the_matched_dropblock_control_zeroes_as_many_positions_as_select_dropblock(size):
+    """configs/paper/mini_cifar10.yaml's dropblock_matched (keep 0.96) is the control for select_dropblock (top 0.4,
+    keep 0.9): both must zero the same share of the positions (1 - 0.4 x 0.1 = 4%), or the pair compares
+    perturbation strengths instead of selection. Measured 3.7-4.0% both; a keep of 0.9 would zero ~9.5%."""
+    torch.manual_seed(7)
+    x = distinct_positive(64, 32, size, size)
+    select = SelectDropBlock(top_rate=0.4, retain_rate=0.9, block_size=3).train()
+    matched = DropBlock(retain_rate=0.96, block_size=3).train()
+    zeroed_select, zeroed_matched = ((layer(x) == 0).float().mean().item() for layer in (select, matched))
+    assert abs(zeroed_select - 0.04) < 0.006 and abs(zeroed_matched - zeroed_select) < 0.006
+
+
 def test_selective_follows_strength_inference_switch_and_eval_mode():
     x = distinct_positive(4, 10, 6, 6)
     layer = build_drop("select_dropblock", top_rate=0.5, retain_rate=0.5, block_size=3)
