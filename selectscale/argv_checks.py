@@ -115,17 +115,17 @@ def _value_error(cfg, concrete: str) -> str | None:
     return None
 
 
-def _composition_problem(config_name: str, overrides: list[str], varied: str, config_dir: Path) -> str | None:
-    """One line if Hydra cannot compose ``overrides`` (naming ``varied``, or the override the error is about)."""
+def _compose(config_name: str, overrides: list[str], varied: str, config_dir: Path) -> tuple[object, str | None]:
+    """(the config, None), or (None, one line saying why Hydra cannot compose ``overrides``, naming ``varied`` or
+    the override the error is about)."""
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        compose(config_name=config_name, overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides), None
     except (HydraException, OmegaConfBaseException) as error:
-        return _explain(error, varied or _culprit(error, overrides), config_dir)
-    return None
+        return None, _explain(error, varied or _culprit(error, overrides), config_dir)
 
 
 def composition_error(argv: list[str], config_dir: Path, config_name: str = "train") -> str | None:
@@ -136,7 +136,7 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
     the first job's config once, and once more for each further option of a swept config group (a few files);
     every other sweep value (seeds, rates: any number of them) is assigned to that config, the typed check
     its job's composition would make, so a 64-seed sweep costs one composition."""
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
@@ -155,12 +155,12 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
         if problem := _empty_sweep(parsed):
             return problem
         first = _first_values(parsed)
-        if problem := _composition_problem(config_name, first, "", config_dir):
+        cfg, problem = _compose(config_name, first, "", config_dir)
+        if problem:
             return problem
-        cfg = compose(config_name=config_name, overrides=first)
         for index, concrete, is_group in _further_values(parsed):
-            problem = (_composition_problem(config_name, [*first[:index], concrete, *first[index + 1:]], concrete,
-                                            config_dir) if is_group else _value_error(cfg, concrete))
+            problem = (_compose(config_name, [*first[:index], concrete, *first[index + 1:]], concrete, config_dir)[1]
+                       if is_group else _value_error(cfg, concrete))
             if problem:
                 return problem
     return None
