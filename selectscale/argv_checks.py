@@ -93,19 +93,22 @@ def _further_values(parsed: list) -> list[tuple[int, str, bool]]:
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
-    return [(index, f"{o.get_key_element()}={value}", bool(loader.get_group_options(o.key_or_group)))
-            for index, o in enumerate(parsed) if o.is_sweep_override()
-            for value in list(o.sweep_string_iterator())[1:]]
+    further = []
+    for index, override in enumerate(parsed):
+        if override.is_sweep_override():
+            is_group = bool(loader.get_group_options(override.key_or_group))  # once per override, not per value
+            further += [(index, f"{override.get_key_element()}={value}", is_group)
+                        for value in list(override.sweep_string_iterator())[1:]]
+    return further
 
 
-def _value_error(cfg, concrete: str) -> str | None:
+def _value_error(cfg, concrete: str, parser) -> str | None:
     """Why assigning one sweep value to the composed config fails (the typed check its job's composition
-    would make: a missing key, a wrong type), or None."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    would make: a missing key, a wrong type), or None. ``parser``: the command line's OverridesParser."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    override = OverridesParser.create().parse_override(concrete)  # the value as its job will read it
+    override = parser.parse_override(concrete)  # the value as its job will read it
     if override.is_delete():
         return None
     try:
@@ -160,7 +163,7 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
             return problem
         for index, concrete, is_group in _further_values(parsed):
             problem = (_compose(config_name, [*first[:index], concrete, *first[index + 1:]], concrete, config_dir)[1]
-                       if is_group else _value_error(cfg, concrete))
+                       if is_group else _value_error(cfg, concrete, parser))
             if problem:
                 return problem
     return None
