@@ -15,10 +15,13 @@ help: ## Show this help
 	@echo "usage: make <target>"
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+# torch and torchvision are pinned (constraints/torch.txt) so that every run of a study shares one environment;
+# CONSTRAINTS= (empty) installs whatever pip resolves.
+CONSTRAINTS ?= constraints/torch.txt
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # new, or repair a broken one
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv (if missing) and install selectscale with the dev extra
@@ -85,6 +88,22 @@ mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, e
 
 mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json, curves.png) from existing runs only
 	$(PY) -m selectscale.experiments report mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS)
+
+# Issue 22's study where the network overfits (CPU, ~8 hours of a 2-core machine over sessions; not in CI). Its
+# runs are results, committed under results/mini_overfit/runs/ as they finish (scripts/commit_runs.sh); on a
+# new machine the same target skips the committed runs and trains the rest. See results/mini_overfit/pilot.md.
+SELECT_SEEDS ?= 1
+.PHONY: mini-overfit-select mini-overfit mini-overfit-report
+mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation split (no test images) -> results/mini_overfit/selection.md
+	$(PY) -m selectscale.experiments run mini_overfit_selection --seeds $(SELECT_SEEDS) --data $(MINI_DATA) \
+	  --parallel $(or $(PARALLEL),2)
+
+mini-overfit: $(INSTALLED) ## Study step 2: 7 methods x MINI_SEEDS at the chosen rates, all training images -> results/mini_overfit/
+	$(PY) -m selectscale.experiments run mini_overfit --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
+
+mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only
+	$(PY) -m selectscale.experiments report mini_overfit_selection --seeds $(SELECT_SEEDS)
+	$(PY) -m selectscale.experiments report mini_overfit --seeds $(MINI_SEEDS)
 
 FIG3_RUN = $(RUNS)/fig3/base
 fig3: $(INSTALLED) ## Figure 3: train WRN-20-4 without drop (or resume), then drops at inference -> results/fig3.*

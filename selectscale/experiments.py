@@ -79,10 +79,10 @@ def table_jobs(table: Table, runs: Path, seeds: int, epochs: int | None, data: s
     jobs = []
     for seed in range(seeds):
         for row in table.rows:
-            run_dir = runs / table.name / row.label / f"seed{seed}"
+            run_dir = table.row_dir(runs, row.label) / f"seed{seed}"
             jobs.append(Job(f"{table.name}/{row.label}/seed{seed}",
                             tuple(run_command(row, run_dir, seed, epochs, data, extra, snapshots)),
-                            runs / table.name / "logs" / f"{row.label}-seed{seed}.log"))
+                            table.runs_root(runs) / "logs" / f"{row.label}-seed{seed}.log"))
     return jobs
 
 
@@ -91,7 +91,8 @@ def run_table_parallel(table: Table, runs: Path, seeds: int, epochs: int | None,
     """All rows x seeds in one queue, ``parallel`` at a time; every job runs even when another fails."""
     runs = runs.resolve()  # absolute: the log and run paths must not depend on the jobs' folder
     jobs = table_jobs(table, runs, seeds, epochs, data, extra, snapshots)
-    print(f"[{table.name}] {len(jobs)} runs, {parallel} at a time; logs in {runs / table.name / 'logs'}", flush=True)
+    print(f"[{table.name}] {len(jobs)} runs, {parallel} at a time; logs in {table.runs_root(runs) / 'logs'}",
+          flush=True)
     failures = run_jobs(jobs, parallel, Path.cwd(), echo=lambda line: print(f"[{table.name}] {line}", flush=True))
     if failures:
         for failure in failures:
@@ -107,7 +108,7 @@ def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: st
         return
     failed = []
     for row in table.rows:  # a failed row (its multirun lists its failed seeds) does not stop the rows after it
-        command = row_command(row, runs / table.name / row.label, seeds, epochs, data, launcher, extra, snapshots)
+        command = row_command(row, table.row_dir(runs, row.label), seeds, epochs, data, launcher, extra, snapshots)
         print(f"[{table.name}] {row.label}: {' '.join(command[1:])}", flush=True)
         done = subprocess.run(command)
         if done.returncode != 0:
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="shorten every row to this many epochs")
     parser.add_argument("--data", default=None, help="dataset.root for every run")
     parser.add_argument("--launcher", default=None, help="Hydra launcher, e.g. joblib or submitit_slurm")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where run directories live (default: ./runs)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where run directories live (default: ./runs; a study with committed runs: its own "
+                        "folder, e.g. results/mini_overfit/runs)")
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="where tables are written (default: ./results)")
     parser.add_argument("--version", action="version", version=f"selectscale {selectscale.__version__}")
@@ -168,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "smoke":
             smoke(args.names, args.keep)
         for table in tables if args.action != "smoke" else []:
+            runs = args.runs or Path(table.runs_folder or "runs")
             if args.action == "run":
-                run_table(table, args.runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots,
+                run_table(table, runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots,
                           args.parallel)
             if args.rows is not None:
                 continue  # a partial table is not rendered over the full one
-            for path in report_table(table, args.runs, args.out, args.seeds, args.extra_columns):
+            for path in report_table(table, runs, args.out, args.seeds, args.extra_columns):
                 print(f"wrote {path}")
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -65,7 +65,8 @@ def test_a_run_leaves_every_output(finished_run):
     assert saved["complete"] is True and saved["schema_version"] == 1 and saved["epochs_completed"] == 3
     assert saved["test_top1_error"] == records[-1]["test_top1_error"]  # the last epoch, never the best
     assert saved["steps_per_epoch"] == 4 and saved["full_epochs"] is True  # 256 images, batch 64
-    assert saved["dataset"] == dict(name="synthetic", train_size=256, test_size=128, num_classes=10, verified=False)
+    assert saved["dataset"] == dict(name="synthetic", train_size=256, test_size=128, num_classes=10, verified=False,
+                                    evaluated_on="test")
     assert saved["config"]["drop"]["name"] == "selectscale" and saved["world_size"] == 1
     assert saved["code"]["commit"] and saved["torch_version"] == torch.__version__
     assert OmegaConf.load(run_dir / "config.yaml").trainer.epochs == 3

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .cifar import CIFAR_MEAN_STD, CifarSplit, load_cifar_splits
+from .holdout import split_validation
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, build_imagenet_loaders, is_official_imagenet, load_imagenet_folders
 from .loader import DeviceLoader, channel_mean_std
 from .synthetic import make_synthetic
@@ -31,7 +32,9 @@ class DatasetBundle:
 
     ``train``/``test`` are :class:`~selectscale.data.cifar.CifarSplit` (in memory) for CIFAR and synthetic,
     ``ImageFolder`` datasets for ImageNet. ``verified``: official files (CIFAR: every md5; ImageNet: the
-    official image and class counts; synthetic: never). ``mean``/``std``: normalisation, [0, 1] units."""
+    official image and class counts; synthetic: never). ``mean``/``std``: normalisation, [0, 1] units.
+    ``evaluated_on``: ``"test"``, or ``"validation"`` when ``test`` holds images held out of the training files
+    (``validation_fraction``), never the test images."""
 
     name: str
     train: Any
@@ -42,6 +45,7 @@ class DatasetBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int
+    evaluated_on: str = "test"
 
 
 def build_dataset(
@@ -56,18 +60,25 @@ def build_dataset(
     on_bad_image: str = "fail",
     color_jitter: float = 0.4,
     lighting: float = 0.1,
+    validation_fraction: float = 0.0,
+    split_seed: int = 0,
 ) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100`` or ``imagenet`` from ``root``, or generate ``synthetic``.
 
     ``num_train``, ``num_test``, ``num_classes`` and ``seed`` only concern the synthetic set;
     ``download`` only CIFAR; ``on_bad_image``, ``color_jitter`` and ``lighting`` (the training colour
-    augmentation, 0 disables either) only ImageNet."""
+    augmentation, 0 disables either) only ImageNet. ``validation_fraction`` > 0 (CIFAR and synthetic): hold
+    that class-balanced fraction of the training images out (drawn with ``split_seed``), train on the rest and
+    put the held-out images in ``test``, with ``evaluated_on="validation"``."""
     if name not in DATASETS:
         raise ValueError(f"data set {name!r} is not known: use one of {', '.join(DATASETS)}")
+    if validation_fraction and name == "imagenet":
+        raise ValueError("validation_fraction is for the in-memory data sets (cifar10, cifar100, synthetic)")
     if name == "synthetic":
         train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
+        train, test, evaluated_on = _held_out(train, test, validation_fraction, split_seed)
         mean, std = channel_mean_std(train.images)
-        return _bundle(name, train, test, mean, std)
+        return _bundle(name, train, test, mean, std, evaluated_on)
     if root is None:
         raise ValueError(f"data set {name!r} needs root= (the folder holding its files)")
     if name == "imagenet":
@@ -78,11 +89,20 @@ def build_dataset(
             name, train_set, val_set, len(classes), classes, verified, IMAGENET_MEAN, IMAGENET_STD, image_size=224
         )
     train, test = load_cifar_splits(root, name, download=download)
-    mean, std = CIFAR_MEAN_STD[name]
-    return _bundle(name, train, test, mean, std)
+    train, test, evaluated_on = _held_out(train, test, validation_fraction, split_seed)
+    mean, std = CIFAR_MEAN_STD[name]  # the official training set's statistics, whichever split trains
+    return _bundle(name, train, test, mean, std, evaluated_on)
 
 
-def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std) -> DatasetBundle:
+def _held_out(train: CifarSplit, test: CifarSplit, fraction: float, seed: int) -> tuple[CifarSplit, CifarSplit, str]:
+    """(train, evaluation split, its name): the test split, or a validation split held out of ``train``."""
+    if not fraction:
+        return train, test, "test"
+    rest, validation = split_validation(train, fraction, seed)
+    return rest, validation, "validation"
+
+
+def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std, evaluated_on: str = "test") -> DatasetBundle:
     return DatasetBundle(
         name=name,
         train=train,
@@ -93,6 +113,7 @@ def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std) -> Datase
         mean=tuple(mean),
         std=tuple(std),
         image_size=int(train.images.shape[-1]),
+        evaluated_on=evaluated_on,
     )
 
 

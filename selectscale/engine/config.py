@@ -182,12 +182,26 @@ def validate_dataset(dataset: DictConfig) -> None:
     if dataset.name == "imagenet" and dataset.padding_mode != "zeros":
         _fail("dataset.padding_mode", dataset.padding_mode,
               "ImageNet's RandomResizedCrop pads nothing; it is for CIFAR")
+    _validate_holdout(dataset)
     if dataset.name == "synthetic":
         for key in ("train_size", "test_size"):
             if dataset[key] < 1:
                 _fail(f"dataset.{key}", dataset[key], "it must be >= 1")
         if dataset.num_classes < 2:
             _fail("dataset.num_classes", dataset.num_classes, "it must be >= 2")
+
+
+def _validate_holdout(dataset: DictConfig) -> None:
+    """``validation_fraction`` in [0, 1), in-memory data sets only; ``split_seed`` >= 0."""
+    fraction = dataset.validation_fraction
+    if not 0.0 <= fraction < 1.0:
+        _fail("dataset.validation_fraction", fraction, "it is the share of the training images held out for "
+              "validation, in [0, 1) (e.g. 0.2); 0 evaluates on the test set")
+    if fraction and dataset.name == "imagenet":
+        _fail("dataset.validation_fraction", fraction, "a held-out split exists for cifar10, cifar100 and "
+              "synthetic only; leave it 0 for imagenet")
+    if dataset.split_seed < 0:
+        _fail("dataset.split_seed", dataset.split_seed, "it must be >= 0")
 
 
 def validate_model(cfg: DictConfig) -> None:

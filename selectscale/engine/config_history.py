@@ -31,6 +31,8 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset.padding_mode": "zeros",  # the only mode there was: torchvision's RandomCrop default
     "dataset.color_jitter": _imagenet_only(0.4),  # fb.resnet.torch's colour augmentation, always on for ImageNet
     "dataset.lighting": _imagenet_only(0.1),
+    "dataset.validation_fraction": 0.0,  # every earlier run trained on all its training images
+    "dataset.split_seed": 0,
     "model.drop_on_shortcut": False,
     "model.drop_after_stem": False,
     "model.pretrained": None,

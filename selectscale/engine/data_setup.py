@@ -28,7 +28,7 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     colour = {} if data.name != "imagenet" else dict(color_jitter=data.color_jitter, lighting=data.lighting)
     bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
                            num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image,
-                           **colour)
+                           validation_fraction=data.validation_fraction, split_seed=data.split_seed, **colour)
     if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
                           f"({len(bundle.train)} images): no full batch fits; lower trainer.batch_size")
@@ -37,5 +37,5 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
                                 rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last,
                                 workers=data.workers, padding_mode=data.padding_mode)
     info = dict(name=data.name, train_size=len(bundle.train), test_size=len(bundle.test),
-                num_classes=bundle.num_classes, verified=bool(bundle.verified))
+                num_classes=bundle.num_classes, verified=bool(bundle.verified), evaluated_on=bundle.evaluated_on)
     return TrainingData(train, test, bundle.num_classes, info)

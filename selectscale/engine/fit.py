@@ -26,7 +26,7 @@ from .config_history import flatten
 from .data_setup import build_data
 from .model_setup import build_model
 from .records import MetricsLogger, read_metrics, truncate_metrics
-from .results import RESULT_FILE, SCHEMA_VERSION, git_commit, hardware, read_result, write_json_atomic
+from .results import RESULT_FILE, SCHEMA_VERSION, environment, git_commit, hardware, read_result, write_json_atomic
 from .runlock import RunDirLock
 from .signals import Preempted, PreemptionFlag
 from .steps import StepContext, StepSettings, evaluate, train_epoch
@@ -105,6 +105,7 @@ class Trainer:
         self.partial: dict | None = None  # this rank's sums of an epoch interrupted mid-way
         self.resume_note: str | None = None
         self.code = git_commit()  # the code version, recorded in every result.json
+        self.environment = environment()  # torch, torchvision, CPU model: what one study's runs must share
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP across ranks, then torch.compile, as configured."""
@@ -237,7 +238,8 @@ class Trainer:
             test_top1_error=record.get("test_top1_error"), test_top5_error=record.get("test_top5_error"),
             test_loss=record.get("test_loss"), train_loss=record.get("train_loss"), seed=self.cfg.seed,
             dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=self.code,
-            torch_version=torch.__version__, device=hardware(self.ctx.device), world_size=self.ctx.world_size,
+            torch_version=torch.__version__, environment=self.environment, device=hardware(self.ctx.device),
+            world_size=self.ctx.world_size,
             wall_time_seconds=self.wall_time,
             # What an epoch was: a run capped by trainer.max_steps_per_epoch saw only part of the data.
             steps_per_epoch=self.steps_per_epoch, full_epochs=self.steps_per_epoch == len(self.data.train),

@@ -7,6 +7,7 @@ hyperparameter, the data set and its ``verified`` flag, the code version, the ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -21,17 +22,52 @@ SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 
 
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10,
+                          check=True).stdout.strip()
+
+
+def source_version(repo: Path) -> str:
+    """The code version of HEAD: git's tree hash of selectscale/ and a hash of configs/ without configs/paper/
+    (the experiment specs, read by the experiments command, never by a run). Two commits that differ only in
+    results, docs, tests or specs share it, so the runs of a study committed along the way share one."""
+    package = _git(repo, "rev-parse", "HEAD:selectscale")
+    entries = [line for line in _git(repo, "ls-tree", "HEAD:configs").splitlines() if not line.endswith("\tpaper")]
+    configs = hashlib.sha1("\n".join(entries).encode(), usedforsecurity=False).hexdigest()
+    return f"{package[:12]}-{configs[:12]}"
+
+
 def git_commit() -> dict:
-    """The commit of the code that ran, and whether the working tree had uncommitted changes."""
+    """The commit of the code that ran, whether the working tree had uncommitted changes, and ``source``
+    (:func:`source_version`)."""
     repo = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
+        commit = _git(repo, "rev-parse", "HEAD")
+        dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no"))
+        return {"commit": commit, "dirty": dirty, "source": source_version(repo)}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
+        return {"commit": "unknown", "dirty": None, "source": "unknown"}
+
+
+def cpu_model() -> tuple[str, bool]:
+    """The CPU's model name (Linux: /proc/cpuinfo) and whether it has native bf16 (avx512_bf16 or amx_bf16)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine(), False
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.machine()), bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def environment() -> dict:
+    """What a study's runs must share (issue 22): Python, torch, torchvision, the CPU model and its bf16."""
+    import torchvision
+
+    model, native_bf16 = cpu_model()
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "cpu_model": model, "cpu_native_bf16": native_bf16, "cpu_count": os.cpu_count()}
 
 
 def hardware(device: torch.device) -> str:

@@ -25,6 +25,10 @@ class DatasetConfig:
     workers: int = 8  # imagenet only: DataLoader worker processes per rank
     on_bad_image: str = "fail"  # imagenet only: fail | skip (count and warn)
     padding_mode: str = "zeros"  # CIFAR and synthetic: the 4-pixel crop padding, zeros | reflect (Zagoruyko's WRN)
+    # CIFAR and synthetic: hold this class-balanced fraction of the training images out, train on the rest and
+    # evaluate on it instead of the test images (choosing a rate without the test set, issue 22); 0: off.
+    validation_fraction: float = 0.0
+    split_seed: int = 0  # the draw of the held-out images: fixed (not the run's seed) so a grid shares one split
     # ImageNet only (configs/dataset/imagenet.yaml sets them; null elsewhere): ColorJitter brightness, contrast
     # and saturation, and the AlexNet PCA lighting std; 0 disables either.
     color_jitter: float | None = None

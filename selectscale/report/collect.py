@@ -58,6 +58,9 @@ class RunRow:
     world_size: int
     max_steps_per_epoch: int | None = None
     code_dirty: bool | None = None
+    evaluated_on: str = "test"  # "validation": the errors are on images held out of the training files
+    source: str | None = None  # the code version (result.json code.source: tree hashes of selectscale/, configs/)
+    environment: str | None = None  # torch, torchvision and CPU model, one line (result.json environment)
     setting: Setting = field(default=(), repr=False)
     # From metrics.jsonl beside result.json (None when it is missing or unreadable): the lowest test error of
     # any evaluated epoch (optimistic: chosen on test data), the last epoch's training error, the curve.
@@ -163,6 +166,15 @@ def _check_result(result: Any) -> None:
     _check_values(result)
 
 
+def environment_line(environment: Any) -> str | None:
+    """``torch 2.14.1, torchvision 0.29.1, <CPU model> (native bf16)`` from result.json's environment."""
+    if not isinstance(environment, dict):
+        return None
+    bf16 = " (native bf16)" if environment.get("cpu_native_bf16") else ""
+    return (f"torch {environment.get('torch')}, torchvision {environment.get('torchvision')}, "
+            f"{environment.get('cpu_model')}{bf16}")
+
+
 def row_from_result(path: Path, result: Any) -> RunRow:
     """The :class:`RunRow` of one parsed result.json; :class:`UnusableResult` says why it cannot be one."""
     _check_result(result)
@@ -178,6 +190,9 @@ def row_from_result(path: Path, result: Any) -> RunRow:
         device=str(result["device"]), world_size=result["world_size"],
         max_steps_per_epoch=trainer.get("max_steps_per_epoch"),
         code_dirty=code.get("dirty") if isinstance(code, dict) else None,
+        evaluated_on=str(data.get("evaluated_on", "test")),
+        source=code.get("source") if isinstance(code, dict) else None,
+        environment=environment_line(result.get("environment")),
         setting=setting_of(config),
     )
 

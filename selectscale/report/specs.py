@@ -5,6 +5,7 @@ rendered by the report; a sweep's ``sweeps`` expand into one row per value."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -13,7 +14,9 @@ from selectscale.paths import config_dir
 EXPERIMENTS = config_dir() / "paper"
 TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
-EVIDENCE = ("mini_cifar10",)  # our own experiments (not the paper's), rendered in a folder of their own
+# Our own experiments (not the paper's), rendered in a folder of their own; a selection grid (layout
+# "selection") writes selection.md into its study's folder.
+EVIDENCE = ("mini_cifar10", "mini_overfit", "mini_overfit_selection")
 NAMES = TABLES + FIGURES + EVIDENCE
 class ExperimentError(ValueError):
     """A bad experiment name or option, or no runs to report; the message is one line."""
@@ -38,8 +41,21 @@ class Table:
     rows: tuple[Row, ...]
     top5: bool = False
     panels: tuple[tuple[str, str], ...] = ()  # a sweep figure's (panel title, swept key)
-    layout: str = "table"  # "evidence": a folder NAME/ with table.md/.tex, summary.json and curves.png
+    layout: str = "table"  # "evidence": a folder NAME/ with table.md/.tex, summary.json and curves.png;
+    # "selection": STUDY/selection.md and selection.json (rates chosen on a validation split)
     paper_header: str = "paper (%)"
+    # A study whose runs are results (issue 22): its run directories live in this folder, committed, one
+    # folder per row directly in it (RUNS/<row>/seed<k>, not RUNS/NAME/<row>/seed<k>); the default --runs.
+    runs_folder: str | None = None
+    study: str | None = None  # a selection grid: the study folder it writes into (results/STUDY/)
+
+    def runs_root(self, runs: Path) -> Path:
+        """The folder holding this table's row folders, for the ``--runs`` folder ``runs``."""
+        return runs if self.runs_folder else runs / self.name
+
+    def row_dir(self, runs: Path, label: str) -> Path:
+        """Where the runs of row ``label`` live: ``runs_root(runs)/label/seed<k>``."""
+        return self.runs_root(runs) / label
 
 
 def _row(spec: dict, row: dict) -> Row:
@@ -83,7 +99,8 @@ def load_table(name: str, sweep_points: int | None = None) -> Table:
     rows = [_row(spec, row) for row in spec["rows"]] + _sweep_rows(spec, sweep_points)
     panels = tuple((sweep["panel"], sweep["key"]) for sweep in spec.get("sweeps", []))
     return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels,
-                 spec.get("layout", "table"), spec.get("paper_header", "paper (%)"))
+                 spec.get("layout", "table"), spec.get("paper_header", "paper (%)"), spec.get("runs_folder"),
+                 spec.get("study"))
 
 
 def select_rows(table: Table, labels: str | None) -> Table:

@@ -3,11 +3,13 @@ evidence spec: ``results/NAME/`` with summary.json and curves.png; a sweep spec:
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from .collect import collect
 from .evidence import plot_curves, write_summary
 from .render import render_latex, render_markdown
+from .selection import write_selection
 from .specs import ExperimentError, Table
 from .tables import group
 
@@ -16,7 +18,7 @@ def _table_groups(table: Table, runs: Path, seeds: int) -> tuple[list, dict, dic
     """The report groups of every row with runs, the paper's values by group key, and the left-out files."""
     groups, paper, paper_top5, skipped = [], {}, {}, []
     for row in table.rows:
-        row_dir = runs / table.name / row.label
+        row_dir = table.row_dir(runs, row.label)
         if not row_dir.is_dir():
             continue
         collection = collect([row_dir])
@@ -30,9 +32,20 @@ def _table_groups(table: Table, runs: Path, seeds: int) -> tuple[list, dict, dic
     if not groups:
         left_out = f"; left out {len(skipped)} result.json: " + "; ".join(
             f"{path}: {reason}" for path, reason in skipped[:3]) if skipped else ""
-        raise ExperimentError(f"no finished runs of {table.name} under {runs / table.name}: run `make {table.name}` "
-                              f"first (or pass RUNS=<folder> where they are){left_out}")
+        raise ExperimentError(f"no finished runs of {table.name} under {table.runs_root(runs)}: run `make "
+                              f"{table.name}` first (or pass RUNS=<folder> where they are){left_out}")
     return groups, paper, paper_top5, skipped
+
+
+def _origin_lines(groups: list) -> list[str]:
+    """Which code versions and environments the runs came from (a study's runs should share one of each)."""
+    rows = [row for entry in groups for row in entry.rows]
+    lines = []
+    for name, label in (("source", "Code versions (selectscale/ and configs/ without the specs)"),
+                        ("environment", "Environments")):
+        counts = Counter(getattr(row, name) or "not recorded" for row in rows)
+        lines.append(f"{label}: " + "; ".join(f"{value} ({count} runs)" for value, count in sorted(counts.items())))
+    return lines
 
 
 def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns: bool = False) -> list[Path]:
@@ -40,8 +53,11 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
     from the runs under ``runs/NAME``; ``extra_columns`` adds best-epoch errors and min-max over seeds."""
     groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds)
     command = f"python -m selectscale.experiments report {table.name} --runs {runs}"
+    if table.layout == "selection":
+        return write_selection(table, groups, out / (table.study or table.name), command, skipped)
     provenance = [f"Rendered by `{command}` from the result.json files; each run's command is train.py with the "
-                  f"overrides in configs/paper/{table.name}.yaml (test error of the last epoch)."]
+                  f"overrides in configs/paper/{table.name}.yaml (test error of the last epoch).",
+                  *_origin_lines(groups)]
     evidence = table.layout == "evidence"
     folder = out / table.name if evidence else out
     folder.mkdir(parents=True, exist_ok=True)

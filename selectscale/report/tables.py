@@ -96,6 +96,11 @@ def _flags(group: Group, expected_seeds: int | None) -> list[str]:
         flags.append(f"capped at {'/'.join(map(str, capped))} steps per epoch")
     if any(row.code_dirty for row in rows):
         flags.append("uncommitted code")
+    if any(row.evaluated_on != "test" for row in rows):
+        flags.append("validation split, not the test set")
+    for name, label in (("source", "code versions"), ("environment", "environments")):
+        if len({getattr(row, name) for row in rows}) > 1:
+            flags.append(f"mixed {label}")
     return flags
 
 

@@ -1,0 +1,127 @@
+"""Issue 22: the validation split, rates chosen without the test set, and a study whose runs are results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from report_fixtures import make_result, write_run
+
+from selectscale.data import build_dataset
+from selectscale.data.holdout import class_balanced_holdout
+from selectscale.experiments import SMOKE_OVERRIDES, main, run_table, table_jobs
+from selectscale.report.collect import collect
+from selectscale.report.selection import choose_rates
+from selectscale.report.specs import ExperimentError, load_table, select_rows
+from selectscale.report.table_files import report_table
+from selectscale.report.tables import group
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "results" / "mini_overfit"
+
+
+def test_holdout_is_class_balanced_disjoint_and_fixed_by_its_seed():
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 51, 52, 53, 54, 55, 56, 57, 58, 59]))
+    kept, held = class_balanced_holdout(labels, 0.2, seed=0)
+    assert sorted(torch.cat([kept, held]).tolist()) == list(range(labels.numel()))  # a partition
+    for label in range(10):
+        members = int((labels == label).sum())
+        assert int((labels[held] == label).sum()) == round(0.2 * members)
+    again, other = class_balanced_holdout(labels, 0.2, seed=0)[1], class_balanced_holdout(labels, 0.2, seed=1)[1]
+    assert torch.equal(again, held) and not torch.equal(other, held)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        class_balanced_holdout(labels, 1.0, seed=0)
+
+
+def test_a_validation_run_evaluates_on_training_images_only():
+    full = build_dataset("synthetic", num_train=400, num_test=100)
+    held = build_dataset("synthetic", num_train=400, num_test=100, validation_fraction=0.25)
+    assert held.evaluated_on == "validation" and full.evaluated_on == "test"
+    assert len(held.train) == 300 and len(held.test) == 100
+    pool = {image.numpy().tobytes() for image in full.train.images}
+    assert all(image.numpy().tobytes() in pool for image in held.test.images)  # every one a training image
+    test_images = {image.numpy().tobytes() for image in full.test.images}
+    assert not any(image.numpy().tobytes() in test_images for image in held.test.images)
+
+
+def _validation_run(root: Path, label: str, seed: int, error: float, retain: float, evaluated_on="validation"):
+    return write_run(root, f"{label}/seed{seed}", make_result(
+        seed, error, **{"config.drop.name": "spatial_scale", "config.drop.top_rate": None,
+                        "config.drop.retain_rate": retain, "dataset.evaluated_on": evaluated_on,
+                        "config.dataset.validation_fraction": 0.2}))
+
+
+def test_selection_picks_the_lowest_validation_error_and_refuses_test_evaluated_runs(tmp_path):
+    for seed, (low, high) in enumerate([(0.30, 0.28), (0.31, 0.29)]):
+        _validation_run(tmp_path, "a", seed, low, 0.4)
+        _validation_run(tmp_path, "b", seed, high, 0.7)
+    groups = group(collect([tmp_path]).rows, by=("drop", "retain_rate"))
+    for entry in groups:
+        entry.key = (entry.rows[0].path.parent.parent.name, *entry.key)  # the row label leads, as in the report
+    chosen = choose_rates(groups)
+    assert list(chosen) == ["spatial_scale"] and chosen["spatial_scale"].rows[0].retain_rate == 0.7
+    _validation_run(tmp_path, "c", 0, 0.01, 0.2, evaluated_on="test")  # best by far, but on the test images
+    groups = group(collect([tmp_path]).rows, by=("drop", "retain_rate"))
+    for entry in groups:
+        entry.key = (entry.rows[0].path.parent.parent.name, *entry.key)
+    with pytest.raises(ExperimentError, match="evaluated on the test split"):
+        choose_rates(groups)
+
+
+def test_a_study_with_committed_runs_keeps_its_rows_in_its_own_folder(tmp_path):
+    table = load_table("mini_overfit")
+    jobs = table_jobs(table, Path(table.runs_folder), 5, None, None, [])
+    assert len(jobs) == 35  # 7 rows x 5 seeds (issue 22)
+    command = dict(item.split("=", 1) for item in jobs[0].command if item.startswith("output_dir="))
+    assert command["output_dir"] == "results/mini_overfit/runs/none/seed0"
+    selection = load_table("mini_overfit_selection")
+    assert all("dataset.validation_fraction=0.2" in row.overrides for row in selection.rows)
+
+
+def test_the_study_trains_the_rates_the_selection_chose():
+    """The study's method rows use selection.json's choice, which its committed validation runs reproduce."""
+    chosen_file = STUDY / "selection.json"
+    if not chosen_file.is_file():
+        pytest.skip("results/mini_overfit/selection.json not yet rendered")
+    chosen = json.loads(chosen_file.read_text())["chosen"]
+    rows = {row.label: dict(item.split("=", 1) for item in row.overrides) for row in load_table("mini_overfit").rows}
+    for method, choice in chosen.items():
+        if method == "none":
+            continue
+        overrides = rows[method]
+        for key in ("top_rate", "retain_rate"):
+            if choice[key] is not None:
+                assert float(overrides[f"drop.{key}"]) == choice[key], (method, key)
+
+
+def test_selection_end_to_end_on_synthetic_data(tmp_path):
+    table = select_rows(load_table("mini_overfit_selection"), "none,spatial_dropout-retain0.9")
+    run_table(table, tmp_path / "runs", 1, 1, None, None, SMOKE_OVERRIDES)
+    outputs = report_table(table, tmp_path / "runs", tmp_path / "results", 1)
+    assert [path.name for path in outputs] == ["selection.md", "selection.json"]
+    text = outputs[0].read_text()
+    assert "spatial_dropout-retain0.9" in text and "validation" in text
+    result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
+    assert result["dataset"]["evaluated_on"] == "validation" and result["environment"]["torchvision"]
+
+
+@pytest.mark.parametrize("name", ["mini_overfit_selection", "mini_overfit"])
+def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_path, name):
+    table = load_table(name)
+    runs = Path(table.runs_folder)
+    if not (ROOT / runs).is_dir():
+        pytest.skip(f"{runs} holds no committed runs yet")
+    outputs = ["selection.md", "selection.json"] if table.layout == "selection" else ["table.md", "summary.json"]
+    seeds = 1 if table.layout == "selection" else 5
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the provenance line names the --runs folder as given: relative to the repository
+    try:
+        assert main(["report", name, "--seeds", str(seeds), "--out", str(tmp_path)]) == 0
+    finally:
+        os.chdir(cwd)
+    for file_name in outputs:
+        assert (tmp_path / "mini_overfit" / file_name).read_text() == (STUDY / file_name).read_text(), file_name
