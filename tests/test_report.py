@@ -166,10 +166,11 @@ def test_markdown_table_has_paper_column_provenance_and_warning(three_seeds):
     lines = text.splitlines()
     assert lines[0] == "## CIFAR-10" and "- commit 0123abcd" in lines
     header = next(line for line in lines if line.startswith("| model"))
-    assert header == ("| model | drop | measured top-1 (%) mean ± std (n) | paper (%) | p vs no drop |"
-                      " p vs best other | schedule (epochs) | data | hardware | flags |")
+    assert header == ("| model | drop | measured top-1 (%) mean ± std (n) | paper (%) | final train top-1 (%) "
+                      "mean (n) | p vs no drop | p vs best other | schedule (epochs) | data | hardware | flags |")
     mean, std = np.mean([5.22, 5.31, 5.09]), np.std([5.22, 5.31, 5.09], ddof=1)
-    row = f"| wrn20_8 | selectscale | {mean:.2f} ± {std:.2f} (3) | 5.10 | — | — | step_cifar, full (200) | official |"
+    row = (f"| wrn20_8 | selectscale | {mean:.2f} ± {std:.2f} (3) | 5.10 | n/a | — | — | step_cifar, full (200) "
+           "| official |")
     assert any(line.startswith(row) and line.endswith("| NVIDIA H200 | 3 of 5 seeds |") for line in lines)
     assert f"> - Left out: {root / 'broken' / RESULT_FILE}: not valid JSON" in text
 
@@ -181,7 +182,7 @@ def test_latex_table_has_paper_column_and_escapes(three_seeds):
     groups = group(collection.rows, by=("model", "drop"))
     text = render_latex(groups, paper={("wrn20_8", "selectscale"): "5.10"}, expected_seeds=3, title="CIFAR_10 & co",
                         provenance_lines=["100% of runs"], skipped=collection.skipped)
-    assert r"\begin{tabular}{llllllllll}" in text and r"\caption{CIFAR\_10 \& co}" in text
+    assert r"\begin{tabular}{lllllllllll}" in text and r"\caption{CIFAR\_10 \& co}" in text
     assert r"measured top-1 (\%) mean $\pm$ std (n) & paper (\%)" in text
     assert r"wrn20\_8 & selectscale & 5.21 $\pm$ 0.11 (3) & 5.10 &" in text
     assert r"{\footnotesize 100\% of runs}" in text

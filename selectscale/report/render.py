@@ -25,6 +25,7 @@ from .tables import (
 )
 
 BEST_EPOCH_HEADER = "best-epoch top-1 (%) (optimistic: chosen on test data)"
+TRAIN_HEADER = "final train top-1 (%) mean (n)"  # the last epoch's running error in training mode (metrics.jsonl)
 RANGE_HEADER = "min-max over seeds (%)"
 COMPARISON_HEADER = ["block", "SelectScale row", "vs no drop: diff (pp), Welch", "best other",
                      "vs best other: diff (pp), Welch", "ordering as paper"]
@@ -60,6 +61,14 @@ def _best_epoch(entry: Group) -> str:
     return format_mean_std(mean, std, entry.n)
 
 
+def _final_train(entry: Group) -> str:
+    """Mean final-epoch training error (%) over the runs, ``n/a`` when a run has no metrics.jsonl."""
+    errors = [row.final_train_top1_error for row in entry.rows]
+    if any(error is None for error in errors):
+        return "n/a"
+    return f"{100 * sum(errors) / len(errors):.2f} ({entry.n})"
+
+
 def _range(entry: Group) -> str:
     errors = stats.group_errors(entry)
     return "n/a" if not errors else f"{min(errors):.2f}-{max(errors):.2f}"
@@ -83,6 +92,7 @@ def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int
     errors = [MEASURED_HEADER, paper_header]
     if paper_top5 is not None:
         errors = [MEASURED_HEADER, "paper top-1 (%)", MEASURED_HEADER.replace("top-1", "top-5"), "paper top-5 (%)"]
+    errors.append(TRAIN_HEADER)
     extra = [BEST_EPOCH_HEADER, RANGE_HEADER] if extra_columns else []
     header = [*by, *errors, *extra, "p vs no drop", "p vs best other", "schedule (epochs)", "data", "hardware",
               "flags"]
@@ -96,6 +106,7 @@ def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int
         errors = [format_measured(entry), paper_value(paper, entry.key)]
         if paper_top5 is not None:
             errors += [format_measured_top5(entry), paper_value(paper_top5, entry.key)]
+        errors.append(_final_train(entry))
         extra = [_best_epoch(entry), _range(entry)] if extra_columns else []
         body.append([*map(_display, entry.key), *errors, *extra, *_p_columns(entry, blocks[stats.block_key(entry)]),
                      format_schedule(entry), entry.data, "; ".join(sorted(entry.hardware)), "; ".join(flags)])
