@@ -102,6 +102,8 @@ def test_extra_columns_best_epoch_and_range(tmp_path):
     assert cells["best-epoch top-1 (%) (optimistic: chosen on test data)"] == "4.80 ± 0.14 (2)"
     assert cells["min-max over seeds (%)"] == "5.00-5.40"
     assert groups[0].rows[0].final_train_top1_error == 0.1 and groups[0].rows[0].test_curve == ((1, 0.08), (2, 0.047))
+    assert groups[0].rows[0].train_curve == ((1, 0.3), (2, 0.1))
+    assert cells["final train top-1 (%) mean (n)"] == "10.00 (2)"
 
 
 def test_damaged_metrics_leave_the_row_but_not_the_extras(tmp_path):

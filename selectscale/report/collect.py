@@ -67,6 +67,7 @@ class RunRow:
     best_test_top1_error: float | None = None
     final_train_top1_error: float | None = None
     test_curve: tuple[tuple[int, float], ...] = field(default=(), repr=False)
+    train_curve: tuple[tuple[int, float], ...] = field(default=(), repr=False)  # running error in training mode
 
     def setting_dict(self) -> dict[str, Any]:
         """The setting as a plain ``{dotted key: value}`` dict."""
@@ -213,12 +214,16 @@ def _fraction(value: Any) -> float | None:
 def with_metrics(row: RunRow, metrics_path: Path) -> RunRow:
     """``row`` with its best-epoch test error, final training error and test curve from ``metrics_path``."""
     records = _metric_lines(metrics_path)
-    curve = tuple((record["epoch"], error) for record in records
-                  if isinstance(record.get("epoch"), int) and (error := _fraction(record.get("test_top1_error")))
-                  is not None)
+    curve, train = (_curve(records, key) for key in ("test_top1_error", "train_top1_error"))
     final_train = _fraction(records[-1].get("train_top1_error")) if records else None
     return replace(row, best_test_top1_error=min((error for _, error in curve), default=None),
-                   final_train_top1_error=final_train, test_curve=curve)
+                   final_train_top1_error=final_train, test_curve=curve, train_curve=train)
+
+
+def _curve(records: list[dict], key: str) -> tuple[tuple[int, float], ...]:
+    """(epoch, fraction) of every record with an integer epoch and a valid ``key``."""
+    return tuple((record["epoch"], error) for record in records
+                 if isinstance(record.get("epoch"), int) and (error := _fraction(record.get(key))) is not None)
 
 
 def read_row(path: Path) -> RunRow:

@@ -1,9 +1,10 @@
-"""An evidence experiment's machine-readable summary and its test-error curves (``results/mini_cifar10/``).
+"""An evidence experiment's machine-readable summary and its test- and training-error curves
+(``results/mini_cifar10/``).
 
 ``summary.json`` holds one object per method: n, mean and sample std of the last-epoch test error, the mean
 final-epoch training error (from metrics.jsonl), and Welch's two-sided p against no drop and against the best
-other method of its block (null where undefined). ``curves.png`` draws each method's test error over epochs:
-the mean over seeds as a line, the min-max over seeds as a band.
+other method of its block (null where undefined). ``curves.png`` draws each method's test error (left) and
+training error (right) over epochs: the mean over seeds as a line, the min-max over seeds as a band.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ def write_summary(groups: Sequence[Group], path: Path, provenance: dict) -> Path
     return path
 
 
-def mean_curve(entry: Group) -> list[tuple[int, float, float, float]]:
-    """[(epoch, mean, min, max)] of the test error (%) over the seeds that evaluated that epoch, all of them."""
+def mean_curve(entry: Group, curve: str = "test_curve") -> list[tuple[int, float, float, float]]:
+    """[(epoch, mean, min, max)] of the test error (%) (``curve="train_curve"``: the training error) over the
+    seeds, at the epochs every seed recorded."""
     by_epoch: dict[int, list[float]] = {}
     for row in entry.rows:
-        for epoch, error in row.test_curve:
+        for epoch, error in getattr(row, curve):
             by_epoch.setdefault(epoch, []).append(100.0 * error)
     return [(epoch, sum(values) / len(values), min(values), max(values))
             for epoch, values in sorted(by_epoch.items()) if len(values) == entry.n]
@@ -75,26 +77,29 @@ def figure_caption(groups: Sequence[Group]) -> str:
 
 
 def plot_curves(groups: Sequence[Group], path: Path, title: str) -> Path:
-    """Test error over epochs, one line per group (mean over seeds) with its min-max band."""
+    """Test error (left) and training error (right) over epochs, one line per group (mean over seeds) with its
+    min-max band over seeds; the training error is the running error of each epoch in training mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    for entry in groups:
-        curve = mean_curve(entry)
-        if not curve:
-            continue
-        epochs, means, lows, highs = zip(*curve, strict=True)
-        (line,) = axis.plot(epochs, means, label=f"{group_label(entry)} (n={entry.n})", linewidth=1.4)
-        axis.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("test top-1 error (%)")
-    axis.set_title(title, fontsize=9)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    _zoom_to_late_epochs(axis, groups)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = ((axes[0], "test_curve", "test"), (axes[1], "train_curve", "train (running, training mode)"))
+    for axis, curve, label in panels:
+        for entry in groups:
+            points = mean_curve(entry, curve)
+            if not points:
+                continue
+            epochs, means, lows, highs = zip(*points, strict=True)
+            (line,) = axis.plot(epochs, means, label=f"{group_label(entry)} (n={entry.n})", linewidth=1.4)
+            axis.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(f"{label} top-1 error (%)")
+        axis.grid(alpha=0.3)
+        _zoom_to_late_epochs(axis, groups, curve)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title, fontsize=9)
     figure.text(0.01, 0.01, figure_caption(groups), fontsize=7, color="0.3")
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path, dpi=120)
@@ -102,10 +107,10 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str) -> Path:
     return path
 
 
-def _zoom_to_late_epochs(axis, groups: Sequence[Group]) -> None:
+def _zoom_to_late_epochs(axis, groups: Sequence[Group], name: str = "test_curve") -> None:
     """Cut the y axis above the worst mean of the second half of training, where the methods differ."""
     late = []
-    for curve in filter(None, map(mean_curve, groups)):
+    for curve in filter(None, (mean_curve(entry, name) for entry in groups)):
         late += [mean for epoch, mean, _, _ in curve if epoch > curve[-1][0] / 2]
     if late:
         axis.set_ylim(bottom=max(0.0, min(late) - 5.0), top=max(late) + 8.0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from .collect import RunRow
 
 _PER_RUN_FIELDS = ("path", "setting", "test_top1_error", "test_top5_error", "seed", "device", "best_test_top1_error",
-                   "final_train_top1_error", "test_curve")
+                   "final_train_top1_error", "test_curve", "train_curve")
 GROUPABLE_KEYS = tuple(f.name for f in fields(RunRow) if f.name not in _PER_RUN_FIELDS)
 MEASURED_HEADER = "measured top-1 (%) mean ± std (n)"
 _MISSING = object()
