@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_train import Ours, compose_config
+from bench_train import Ours, command_line, compose_config, emit_report
 from torch import nn
 
 from selectscale.engine import register_configs
@@ -154,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         rows.append(bench_network(model, args))
         print(f"{model}: {rows[-1]['images_s']:,.0f} img/s, {rows[-1]['step_gflops']:,.0f} GFLOP/s", flush=True)
-    report = render(rows, ceilings, args, "python scripts/bench_ceiling.py " + " ".join(
-        sys.argv[1:] if argv is None else argv))
-    print(report)
-    if args.out:
-        with args.out.open("a") as handle:
-            handle.write("\n" + report)
+    emit_report(render(rows, ceilings, args, command_line("bench_ceiling.py", argv)), args.out)
     return 0
 
 

@@ -277,6 +277,19 @@ def render(rows: list[dict], args: argparse.Namespace, device: torch.device, com
     return "\n".join(lines) + "\n"
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the script was called, for the report's command line."""
+    return f"python scripts/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def emit_report(report: str, out: Path | None) -> None:
+    """Print the Markdown report and append it to ``out`` when given."""
+    print(report)
+    if out:
+        with out.open("a") as handle:
+            handle.write("\n" + report)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: resnet110 wrn20_4 (CPU), all CIFAR (GPU)")
@@ -303,12 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_model(model, args, device)
         print(f"{model}: " + ", ".join(f"{r['drop']}/{r['variant']} {r['images_s']:,.0f} img/s"
                                        for r in rows if r["model"] == model), flush=True)
-    report = render(rows, args, device, "python scripts/bench_train.py " + " ".join(sys.argv[1:] if argv is None
-                                                                                    else argv))
-    print(report)
-    if args.out:
-        with args.out.open("a") as handle:
-            handle.write("\n" + report)
+    emit_report(render(rows, args, device, command_line("bench_train.py", argv)), args.out)
     return 0
 
 
