@@ -22,9 +22,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 register_configs()
 # table2: 15 + the text's top-rate reading for WRN-20-4 and WRN-20-8 (issue 14); fig4: 2 lines + 8 + 10 - 1
 # shared; mini_cifar10: 4 methods + a milder SelectScale (issue 12) + 3 DropBlock rows (issue 17); mini_overfit:
-# 7 methods, its selection grid 4 methods x 3 rates + the no-drop reference (issue 22)
+# 7 methods, its selection grid 4 methods x 3 rates + the no-drop reference + the edge rule's steps (issue 22)
 PAPER_ROWS = {"table1": 15, "table2": 17, "table3": 7, "table4": 4, "fig4": 19, "mini_cifar10": 8, "mini_overfit": 7,
-              "mini_overfit_selection": 13}
+              "mini_overfit_selection": 15}
 
 
 @pytest.mark.parametrize("name", NAMES)
