@@ -120,3 +120,25 @@ def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_pat
     assert main(["report", name, "--seeds", str(seeds), "--out", str(tmp_path)]) == 0
     for file_name in outputs:
         assert (tmp_path / "mini_overfit" / file_name).read_text() == (STUDY / file_name).read_text(), file_name
+
+
+def _study_source_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_source", ROOT / "scripts" / "study_source.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_source_refuses_a_checkout_of_another_code_version(tmp_path, monkeypatch, capsys):
+    script = _study_source_script()
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "git_commit", lambda: {"commit": "c0ffee", "dirty": False, "source": "aaa-bbb"})
+    assert script.main(["mini_overfit"]) == 0  # no committed runs: any version may start the study
+    write_run(tmp_path / "results/mini_overfit/runs/none", "seed0",
+              make_result(0, 0.2, **{"code": {"commit": "1234567", "dirty": False, "source": "aaa-bbb"}}))
+    assert script.main(["mini_overfit"]) == 0
+    monkeypatch.setattr(script, "git_commit", lambda: {"commit": "beef", "dirty": False, "source": "ccc-ddd"})
+    assert script.main(["mini_overfit"]) == 2
+    assert "commit 1234567" in capsys.readouterr().err
