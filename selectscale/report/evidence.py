@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import stats
 from .render import group_label
-from .tables import Group, mean_and_std
+from .tables import Group, final_train_mean
 
 
 def _percent(value: float | None) -> float | None:
@@ -32,8 +32,7 @@ def summary_rows(groups: Sequence[Group]) -> list[dict]:
     for entry in groups:
         block = blocks[stats.block_key(entry)]
         none, other = stats.no_drop_of(block), stats.best_other(block, exclude=entry)
-        train = [row.final_train_top1_error for row in entry.rows]
-        train_mean = None if any(value is None for value in train) else mean_and_std([100 * v for v in train])[0]
+        train_mean = final_train_mean(entry)
         rows.append({
             "method": group_label(entry), "drop": stats.drop_name(entry), "n": entry.n,
             "seeds": list(entry.seeds),

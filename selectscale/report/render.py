@@ -16,6 +16,7 @@ from . import stats
 from .tables import (
     MEASURED_HEADER,
     Group,
+    final_train_mean,
     format_mean_std,
     format_measured,
     format_measured_top5,
@@ -63,10 +64,8 @@ def _best_epoch(entry: Group) -> str:
 
 def _final_train(entry: Group) -> str:
     """Mean final-epoch training error (%) over the runs, ``n/a`` when a run has no metrics.jsonl."""
-    errors = [row.final_train_top1_error for row in entry.rows]
-    if any(error is None for error in errors):
-        return "n/a"
-    return f"{100 * sum(errors) / len(errors):.2f} ({entry.n})"
+    mean = final_train_mean(entry)
+    return "n/a" if mean is None else f"{mean:.2f} ({entry.n})"
 
 
 def _range(entry: Group) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .specs import ExperimentError, Table
 from .stats import drop_name
-from .tables import Group, format_mean_std
+from .tables import Group, final_train_mean, format_mean_std
 
 SELECTION_FILES = ("selection.md", "selection.json")
 
@@ -60,8 +60,8 @@ def _seed_errors(entry: Group) -> str:
 
 
 def _final_train(entry: Group) -> str:
-    values = [row.final_train_top1_error for row in entry.rows]
-    return "—" if any(v is None for v in values) else f"{100 * sum(values) / len(values):.2f}"
+    mean = final_train_mean(entry)
+    return "—" if mean is None else f"{mean:.2f}"
 
 
 def _chosen_cell(entry: Group, winners: set[int]) -> str:

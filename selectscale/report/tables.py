@@ -71,6 +71,12 @@ def mean_and_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def final_train_mean(group: Group) -> float | None:
+    """Mean final-epoch training error (%) of the group's runs; None when a run has no metrics.jsonl."""
+    values = [row.final_train_top1_error for row in group.rows]
+    return None if any(value is None for value in values) else mean_and_std([100.0 * v for v in values])[0]
+
+
 def seed_count_flag(n: int, expected_seeds: int | None) -> str | None:
     """``"3 of 5 seeds"`` when a group has fewer runs than expected, else None."""
     return f"{n} of {expected_seeds} seeds" if expected_seeds and n < expected_seeds else None
