@@ -99,7 +99,7 @@ mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation
 	  --parallel $(or $(PARALLEL),2)
 
 mini-overfit: $(INSTALLED) ## Study step 2: 7 methods x MINI_SEEDS at the chosen rates, all training images -> results/mini_overfit/
-	$(PY) scripts/study_source.py mini_overfit  # refuses a checkout of another code version than the committed runs'
+	$(PY) scripts/study_source.py mini_overfit  # refuses another code version or machine kind than the committed runs'
 	$(PY) -m selectscale.experiments run mini_overfit --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
 
 mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only

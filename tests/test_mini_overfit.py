@@ -131,14 +131,32 @@ def _study_source_script():
     return module
 
 
+XEON = {"python": "3.11.7", "torch": "2.14.1", "torchvision": "0.29.1", "cpu_model": "Xeon", "cpu_native_bf16": True,
+        "cpu_count": 2}
+
+
 def test_study_source_refuses_a_checkout_of_another_code_version(tmp_path, monkeypatch, capsys):
     script = _study_source_script()
     monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "environment", lambda: dict(XEON, cpu_count=4))  # the core count does not count
     monkeypatch.setattr(script, "git_commit", lambda: {"commit": "c0ffee", "dirty": False, "source": "aaa-bbb"})
     assert script.main(["mini_overfit"]) == 0  # no committed runs: any version may start the study
-    write_run(tmp_path / "results/mini_overfit/runs/none", "seed0",
-              make_result(0, 0.2, **{"code": {"commit": "1234567", "dirty": False, "source": "aaa-bbb"}}))
+    write_run(tmp_path / "results/mini_overfit/runs/none", "seed0", make_result(
+        0, 0.2, **{"code": {"commit": "1234567", "dirty": False, "source": "aaa-bbb"}, "environment": XEON}))
     assert script.main(["mini_overfit"]) == 0
     monkeypatch.setattr(script, "git_commit", lambda: {"commit": "beef", "dirty": False, "source": "ccc-ddd"})
     assert script.main(["mini_overfit"]) == 2
     assert "commit 1234567" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", [dict(cpu_model="AMD EPYC", cpu_native_bf16=False), dict(torch="2.15.0")])
+def test_study_source_refuses_another_machine_kind(tmp_path, monkeypatch, capsys, change):
+    script = _study_source_script()
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "git_commit", lambda: {"commit": "c0ffee", "dirty": False, "source": "aaa-bbb"})
+    write_run(tmp_path / "results/mini_overfit/runs/none", "seed0", make_result(
+        0, 0.2, **{"code": {"commit": "c0ffee", "dirty": False, "source": "aaa-bbb"}, "environment": XEON}))
+    monkeypatch.setattr(script, "environment", lambda: dict(XEON, **change))
+    assert script.main(["mini_overfit"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Xeon (native bf16)" in err and str(next(iter(change.values()))) in err
