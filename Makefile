@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-layers bench bench-drop bench-data clean smoke-tables fig3 fig3-report cam \
+.PHONY: help install test test-all lint demo demo-layers bench bench-drop bench-data bench-ceiling bench-selection bench-levers clean smoke-tables fig3 fig3-report cam \
 	cam-report gpu-evidence-dry-run wheel-check
 
 help: ## Show this help
@@ -53,6 +53,15 @@ bench-drop: $(INSTALLED) ## Benchmark the drop layers against a 3x3 conv and a b
 BENCH_ARGS ?= --variant "default=" --variant "cpu_amp=trainer.cpu_amp=true"
 bench: $(INSTALLED) ## Training images/s of train.py's path vs the common PyTorch recipe, side by side (BENCH_ARGS)
 	$(PY) scripts/bench_train.py $(BENCH_ARGS)
+
+bench-ceiling: $(INSTALLED) ## Each network's training step against this CPU's matmul and conv ceilings (issue 23)
+	$(PY) scripts/bench_ceiling.py
+
+bench-selection: $(INSTALLED) ## SelectScale's step cost, HEAD's selection beside a6785d4's (issue 23; needs git history)
+	$(PY) scripts/bench_selection.py
+
+bench-levers: $(INSTALLED) ## SGD loop / foreach / fused and the evaluation pass, side by side (issue 23)
+	$(PY) scripts/bench_levers.py
 
 bench-data: $(INSTALLED) ## Images/s of the device-resident CIFAR loader vs torchvision's pipeline, and JPEG decoding
 	$(PY) scripts/bench_data.py

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ from torchvision import transforms as T
 from selectscale.data import CIFAR_MEAN_STD, DeviceLoader
 from selectscale.engine import register_configs
 from selectscale.engine.model_setup import build_model
+from selectscale.engine.results import cpu_model
 from selectscale.engine.steps import StepContext, StepSettings, autocast_device, evaluate, train_epoch
 from selectscale.models.complexity import count_macs
 
@@ -142,10 +142,11 @@ class Baseline:
 class Ours:
     """The engine's path: the composed config, its model, DeviceLoader and ``train_epoch``."""
 
-    def __init__(self, cfg, images, labels, device: torch.device) -> None:
+    def __init__(self, cfg, images, labels, device: torch.device, model: torch.nn.Module | None = None) -> None:
+        """``model``: a network built elsewhere (bench_selection.py's older layers) instead of ``cfg``'s."""
         torch.manual_seed(0)
         self.cfg, self.device = cfg, device
-        self.model = build_model(cfg, 10, device)
+        self.model = build_model(cfg, 10, device) if model is None else model
         self.network = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                                          nesterov=True, foreach=None if device.type == "cuda" else True)
@@ -242,7 +243,7 @@ def table1_projection(rows: list[dict], variant: str) -> tuple[list[str], float]
 
 def render(rows: list[dict], args: argparse.Namespace, device: torch.device, command: str) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        f"CPU {cpu_model()[0]} ({'native' if cpu_model()[1] else 'no native'} bf16), {torch.get_num_threads()} threads"
     lines = [f"## Training throughput, {datetime.date.today()}: {name}", "",
              f"- Command: `{command}`", f"- torch {torch.__version__}, batch {args.batch_size}, {args.warmup} warm-up "
              f"steps, median of {args.rounds} rounds of {args.steps} steps, variants alternated; random uint8 "

@@ -48,7 +48,7 @@ def machine_kind(env: dict) -> tuple:
 
 
 def describe(kind: tuple) -> str:
-    values = dict(zip(MACHINE_KEYS, kind))
+    values = dict(zip(MACHINE_KEYS, kind, strict=True))
     bf16 = "native bf16" if values["cpu_native_bf16"] else "no native bf16"
     return (f"{values['cpu_model']} ({bf16}), Python {values['python']}, torch {values['torch']}, "
             f"torchvision {values['torchvision']}")

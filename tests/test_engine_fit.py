@@ -328,3 +328,17 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch, caplog):
     fit(make_cfg(run_dir, "trainer.epochs=1", "trainer.progress_bar=true"))  # pytest's stderr is not a terminal
     lines = [message for message in caplog.messages if "img/s | loss" in message]
     assert len(lines) == 4 and "epoch 1 step 4/4" in lines[-1] and "epoch left ~0 s" in lines[-1]
+
+
+@pytest.mark.parametrize("cpu_amp", [True, False])
+def test_cpu_amp_without_native_bf16_warns_once(tmp_path, monkeypatch, caplog, cpu_amp):
+    import importlib
+
+    engine_fit = importlib.import_module("selectscale.engine.fit")  # the module (the package exports fit())
+    real = engine_fit.environment
+    monkeypatch.setattr(engine_fit, "environment", lambda: {**real(), "cpu_native_bf16": False, "cpu_model": "OldCPU"})
+    caplog.set_level(logging.WARNING, logger="selectscale")
+    fit(make_cfg(tmp_path / "amp", "trainer.epochs=1", "model=resnet8", "dataset.train_size=64",
+                 "dataset.test_size=64", f"trainer.cpu_amp={str(cpu_amp).lower()}"))
+    warnings = [m for m in caplog.messages if "without native bf16 (OldCPU)" in m]
+    assert len(warnings) == (1 if cpu_amp else 0)

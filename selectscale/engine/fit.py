@@ -166,6 +166,10 @@ class Trainer:
             log.info("%s", self.resume_note)  # now that train.log is attached
         logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
         settings = StepSettings.from_config(self.cfg, self.ctx.device)  # the config read once for the steps
+        if settings.autocast_device == "cpu" and not self.environment["cpu_native_bf16"] and self.ctx.is_main:
+            log.warning("trainer.cpu_amp=true on a CPU without native bf16 (%s): bf16 is emulated there, measured "
+                        "~40x slower than on a CPU with it (results/mini_overfit/README.md); set "
+                        "trainer.cpu_amp=false unless bf16 numerics are the point", self.environment["cpu_model"])
         step_ctx = StepContext(settings, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
                                self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)
         try:
