@@ -102,7 +102,7 @@ mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json
 # runs are results, committed under results/mini_overfit/runs/ as they finish (scripts/commit_runs.sh); on a
 # new machine the same target skips the committed runs and trains the rest. See results/mini_overfit/pilot.md.
 SELECT_SEEDS ?= 1
-.PHONY: mini-overfit-select mini-overfit mini-overfit-report
+.PHONY: mini-overfit-select mini-overfit mini-overfit-resume mini-overfit-report
 mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation split (no test images) -> results/mini_overfit/selection.md
 	$(PY) -m selectscale.experiments run mini_overfit_selection --seeds $(SELECT_SEEDS) --data $(MINI_DATA) \
 	  --parallel $(or $(PARALLEL),2)
@@ -110,6 +110,9 @@ mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation
 mini-overfit: $(INSTALLED) ## Study step 2: 7 methods x MINI_SEEDS at the chosen rates, all training images -> results/mini_overfit/
 	$(PY) scripts/study_source.py mini_overfit  # refuses another code version or machine kind than the committed runs'
 	$(PY) -m selectscale.experiments run mini_overfit --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
+
+mini-overfit-resume: $(INSTALLED) ## Go on with the study on a machine of its kind: worktree of its commit, committed runs copied in, trains detached
+	PY=$(PY) scripts/resume_study.sh mini_overfit mini-overfit $(or $(WORKTREE),../study)
 
 mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only
 	$(PY) -m selectscale.experiments report mini_overfit_selection --seeds $(SELECT_SEEDS)

@@ -2,6 +2,7 @@
 study comes from one code version and one machine kind).
 
     python scripts/study_source.py mini_overfit      # exit 0: this checkout and machine may train the missing runs
+    python scripts/study_source.py --commit mini_overfit   # the commit to train the rest from (machine checked)
 
 Reads ``code.source`` and ``environment`` of every committed run of the spec's rows
 (``results/STUDY/runs/<row>/seed<k>``) and compares them with this checkout's (an uncommitted change counts as
@@ -15,6 +16,7 @@ runs from two CPU kinds or torch builds do not compute the same numbers.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,15 +66,43 @@ def machine_mismatch(name: str, results: list[dict], here: dict) -> str | None:
             f"(results/{name}/README.md, 'Going on'), or start a new study on this kind")
 
 
+def newest_commit(results: list[dict]) -> str:
+    """The newest of the commits the runs record (the most commits behind it): its spec is the study's last."""
+    commits = {str((result.get("code") or {}).get("commit")) for result in results}
+
+    def depth(commit: str) -> int:
+        done = subprocess.run(["git", "rev-list", "--count", commit], cwd=REPO, capture_output=True, text=True)
+        return int(done.stdout) if done.returncode == 0 else -1
+
+    return max(sorted(commits), key=depth)
+
+
+def print_commit(name: str, results: list[dict]) -> int:
+    """``--commit``: print the commit to train the missing runs from, after checking this machine's kind."""
+    sources = study_sources(results)
+    problem = (f"error: {name} has no committed runs: start it from this checkout" if not sources else
+               f"error: the committed runs of {name} mix code versions {', '.join(sources)}" if len(sources) > 1
+               else machine_mismatch(name, results, environment()))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    print(newest_commit(results))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    commit_only = argv[:1] == ["--commit"]
+    argv = argv[1:] if commit_only else argv
     if len(argv) != 1:
-        print("usage: python scripts/study_source.py STUDY (e.g. mini_overfit)", file=sys.stderr)
+        print("usage: python scripts/study_source.py [--commit] STUDY (e.g. mini_overfit)", file=sys.stderr)
         return 2
     try:
         results = committed_results(argv[0])
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if commit_only:
+        return print_commit(argv[0], results)
     here, sources = git_commit(), study_sources(results)
     if not sources:
         print(f"{argv[0]}: no committed runs yet; this checkout ({here['source']}) starts the study")

@@ -160,3 +160,23 @@ def test_study_source_refuses_another_machine_kind(tmp_path, monkeypatch, capsys
     assert script.main(["mini_overfit"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Xeon (native bf16)" in err and str(next(iter(change.values()))) in err
+
+
+def test_study_source_commit_names_the_study_commit_only_on_its_machine_kind(tmp_path, monkeypatch, capsys):
+    script = _study_source_script()
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "environment", lambda: XEON)
+    runs = tmp_path / "results/mini_overfit/runs"
+    assert script.main(["--commit", "mini_overfit"]) == 2  # nothing committed: nothing to go on from
+    write_run(runs / "none", "seed0", make_result(
+        0, 0.2, **{"code": {"commit": "1234567", "dirty": False, "source": "aaa-bbb"}, "environment": XEON}))
+    capsys.readouterr()
+    assert script.main(["--commit", "mini_overfit"]) == 0
+    assert capsys.readouterr().out.strip() == "1234567"
+    monkeypatch.setattr(script, "environment", lambda: dict(XEON, cpu_model="AMD EPYC"))
+    assert script.main(["--commit", "mini_overfit"]) == 2
+    monkeypatch.setattr(script, "environment", lambda: XEON)
+    write_run(runs / "selectout", "seed0", make_result(
+        0, 0.2, **{"code": {"commit": "89abcde", "dirty": False, "source": "ccc-ddd"}, "environment": XEON}))
+    assert script.main(["--commit", "mini_overfit"]) == 2
+    assert "mix code versions" in capsys.readouterr().err
