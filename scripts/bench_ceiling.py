@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_train import Ours, command_line, compose_config, emit_report
+from bench_train import Ours, command_line, compose_config, cpu_label, emit_report
 from torch import nn
 
 from selectscale.engine import register_configs
@@ -115,10 +115,8 @@ def bench_network(model: str, args: argparse.Namespace) -> dict:
 
 
 def render(rows: list[dict], ceilings: dict, args: argparse.Namespace, command: str) -> str:
-    name, native = cpu_model()
     matmul = ceilings["fp32"] if not args.bf16_step else ceilings.get("bf16", ceilings["fp32"])
-    bf16 = "native bf16" if native else "no native bf16"
-    lines = [f"## Ceilings and fractions, {datetime.date.today()}: {name} ({bf16}), {torch.get_num_threads()} threads",
+    lines = [f"## Ceilings and fractions, {datetime.date.today()}: {cpu_label()}",
              "", f"- Command: `{command}`",
              f"- torch {torch.__version__}; batch {args.batch_size}; train.py overrides: "
              f"{' '.join(args.overrides) or '(defaults)'}; step: median of {args.rounds} rounds, best mean of "

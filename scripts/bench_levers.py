@@ -17,9 +17,8 @@ import sys
 import time
 
 import torch
-from bench_train import command_line, emit_report
+from bench_train import command_line, cpu_label, emit_report
 
-from selectscale.engine.results import cpu_model
 from selectscale.models import create_model
 
 OPTIMIZERS = {"loop": dict(foreach=False), "foreach (default)": dict(foreach=True), "fused": dict(fused=True)}
@@ -67,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    name, native = cpu_model()
-    lines = [f"## Optimizer step and evaluation pass, {name} ({'native' if native else 'no native'} bf16), "
-             f"{torch.get_num_threads()} threads", "", f"- Command: `{command_line('bench_levers.py', argv)}`",
+    lines = [f"## Optimizer step and evaluation pass, {cpu_label()}", "",
+             f"- Command: `{command_line('bench_levers.py', argv)}`",
              f"- torch {torch.__version__}; medians of {args.rounds} rounds, variants alternated; optimizer: "
              f"{args.repeats} steps a round; evaluation: one forward of {args.eval_batch} images a round, fp32, "
              "channels-last.", "",

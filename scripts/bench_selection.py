@@ -29,11 +29,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_train import REPO, Ours, Timer, command_line, compose_config, emit_report, measure
+from bench_train import REPO, Ours, Timer, command_line, compose_config, cpu_label, emit_report, measure
 
 from selectscale.drop import SelectScale
 from selectscale.engine import register_configs
-from selectscale.engine.results import cpu_model
 from selectscale.models import create_model
 
 REFERENCE = "a6785d4"  # the last commit before the step overhead grew (issue 23)
@@ -99,9 +98,7 @@ def bench(model: str, layout: str, args: argparse.Namespace) -> dict:
 
 
 def render(rows: list[tuple], args: argparse.Namespace, command: str) -> str:
-    name, native = cpu_model()
-    lines = [f"## SelectScale in the step: HEAD vs {REFERENCE}, {name} ({'native' if native else 'no native'} bf16), "
-             f"{torch.get_num_threads()} threads", "", f"- Command: `{command}`",
+    lines = [f"## SelectScale in the step: HEAD vs {REFERENCE}, {cpu_label()}", "", f"- Command: `{command}`",
              f"- torch {torch.__version__}; batch {args.batch_size}; SelectScale top_rate {args.top_rate}, retain_rate "
              f"{args.retain_rate}, after every BN of every block; fp32; the engine's step; {args.rounds} rounds of "
              f"{args.steps} steps, the three variants in a new random order each round; ratios of medians (of "

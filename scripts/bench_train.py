@@ -77,6 +77,12 @@ def compose_config(model: str, drop: str, device: str, batch_size: int, override
             f"trainer.batch_size={batch_size}", "trainer.progress_bar=false", *overrides])
 
 
+def cpu_label() -> str:
+    """This CPU for a report's heading: its model, whether it has native bf16, and torch's thread count."""
+    name, native = cpu_model()
+    return f"{name} ({'native' if native else 'no native'} bf16), {torch.get_num_threads()} threads"
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -243,7 +249,7 @@ def table1_projection(rows: list[dict], variant: str) -> tuple[list[str], float]
 
 def render(rows: list[dict], args: argparse.Namespace, device: torch.device, command: str) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU {cpu_model()[0]} ({'native' if cpu_model()[1] else 'no native'} bf16), {torch.get_num_threads()} threads"
+        f"CPU {cpu_label()}"
     lines = [f"## Training throughput, {datetime.date.today()}: {name}", "",
              f"- Command: `{command}`", f"- torch {torch.__version__}, batch {args.batch_size}, {args.warmup} warm-up "
              f"steps, median of {args.rounds} rounds of {args.steps} steps, variants alternated; random uint8 "
