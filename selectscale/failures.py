@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from selectscale.data.cifar import CifarFormatError
 from selectscale.data.download import DownloadError
-from selectscale.data.imagenet import BadImageError
+from selectscale.data.unreadable import BadImageError
 from selectscale.engine.atomic import OutputWriteError
 from selectscale.engine.checkpoint import CheckpointError
 from selectscale.engine.config import ConfigError

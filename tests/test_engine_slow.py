@@ -28,20 +28,19 @@ def run_train(args: list[str], cwd: Path, launcher: list[str] | None = None, tim
 
 
 def test_resnet20_selectscale_learns_real_cifar_mini(cifar_mini_root, tmp_path):
-    """15 epochs, cosine, batch 128 on the 5,438 real training images: test top-1 error <= 40% (a plain
-    reference implementation reached about 33%). SelectScale with top rate 0.1 (the Discussion's advice),
-    retaining rate 0.4 and the linear curriculum of Tables 3-4 reached 35.8% here; without the curriculum
-    (42.5%) or at the strongest paper setting (0.2, 0.1: 49.8%) 15 epochs are too few
-    (results/cifar_mini_short_runs.md)."""
+    """8 epochs, cosine, batch 128 on the 5,438 real training images: test top-1 error <= 55% (chance: 90%).
+    SelectScale with top rate 0.1 (the Discussion's advice), retaining rate 0.4 and the linear curriculum of
+    Tables 3-4 reached 47.8% in 8 epochs (194 s on a 2-core AMD EPYC, 2026-12-03; 35.8% in 15 epochs, twice the
+    time, results/cifar_mini_short_runs.md). 8, not 15, to keep CI under 30 minutes on such a machine."""
     done = run_train(["dataset=cifar10", f"dataset.root={cifar_mini_root}", "model=resnet20", "drop=selectscale",
                       "drop.top_rate=0.1", "drop.retain_rate=0.4", "curriculum=linear", "schedule=cosine",
-                      "trainer.epochs=15", "trainer.device=cpu", "trainer.progress_bar=false",
+                      "trainer.epochs=8", "trainer.device=cpu", "trainer.progress_bar=false",
                       f"output_dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["complete"] and result["dataset"]["train_size"] == 5438 and result["dataset"]["test_size"] == 1017
     assert result["dataset"]["verified"] is False
-    assert result["test_top1_error"] <= 0.40, result["test_top1_error"]
+    assert result["test_top1_error"] <= 0.55, result["test_top1_error"]
 
 
 def test_sigterm_checkpoints_and_exits_with_a_resume_hint(tmp_path):

@@ -1,6 +1,8 @@
 """Calls go down the layers, never back up (docs/architecture.md): checked on every module's imports."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,21 @@ def test_imports_go_down_the_layers(path):
 def test_every_part_of_the_package_has_a_layer():
     parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert parts - {"__init__"} <= set(LAYERS), sorted(parts - {"__init__"} - set(LAYERS))
+
+
+def test_train_py_starts_without_torchvision():
+    """torchvision takes about 4 s to import on a 2-core CPU (it loads torch._dynamo): train.py, its config
+    checks and failure report, the CIFAR-shaped data and models must not import it; ImageNet, ResNet-50 and
+    the CIFAR file lists (read on first use) do, and give the same objects as before."""
+    code = ("import sys, selectscale.train, selectscale.data as data, selectscale.models as models\n"
+            "assert 'torchvision' not in sys.modules, 'imported at start'\n"
+            "models.create_model('resnet20', 10); data.build_dataset('synthetic', num_train=8, num_test=8)\n"
+            "assert 'torchvision' not in sys.modules, 'imported by a CIFAR model or synthetic data'\n"
+            "from selectscale.data import cifar\n"
+            "assert data.CIFAR_SPECS is cifar.CIFAR_SPECS is cifar.cifar_specs() and 'torchvision' in sys.modules\n"
+            "assert cifar.OFFICIAL_MD5['cifar-10-batches-py/batches.meta'] == '5ff9c542aee3614f3951f8cda6e48888'\n"
+            "assert type(models.create_model('resnet50', 10)).__name__ == 'DropResNet'\n"
+            "assert data.imagenet_val_transform is __import__('selectscale.data.imagenet').data.imagenet"
+            ".imagenet_val_transform\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -10,9 +10,10 @@
 every data set by name. See docs/data.md.
 """
 
+import importlib
+
 from .cifar import (
     CIFAR_MEAN_STD,
-    CIFAR_SPECS,
     CifarFormatError,
     CifarSplit,
     check_same_classes,
@@ -22,20 +23,26 @@ from .cifar import (
 )
 from .datasets import DATASETS, DatasetBundle, build_dataset, build_loaders
 from .download import DownloadError
-from .imagenet import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BadImageError,
-    ImageFolderWithPolicy,
-    Lighting,
-    build_imagenet_loaders,
-    imagenet_train_transform,
-    imagenet_val_transform,
-    load_imagenet_folders,
-)
 from .loader import DeviceLoader, channel_mean_std, crop_and_flip, derive_seed
 from .sharding import ContiguousShardSampler, eval_shard_bounds, train_shard
 from .synthetic import make_synthetic
+from .unreadable import BadImageError
+
+# Imported on first use (PEP 562): these need torchvision, whose import (it loads torch._dynamo) takes about 4 s
+# on a 2-core CPU, which a run on CIFAR-shaped or synthetic data and a rejected command line should not pay.
+_TORCHVISION_NAMES = {
+    "CIFAR_SPECS": ".cifar",
+    **dict.fromkeys(("IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderWithPolicy", "Lighting", "build_imagenet_loaders",
+                     "imagenet_train_transform", "imagenet_val_transform", "load_imagenet_folders"), ".imagenet"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _TORCHVISION_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_TORCHVISION_NAMES[name], __name__), name)
+    globals()[name] = value  # once: later look-ups find it without coming here
+    return value
 
 __all__ = [
     "CIFAR_MEAN_STD",

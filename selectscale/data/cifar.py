@@ -13,20 +13,20 @@ labels); this module knows where they live, whether they are the official ones a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from .cifar_files import CifarFormatError, read_batch, read_classes
 from .download import download_cifar_archive
 
 __all__ = [
-    "CIFAR_MEAN_STD", "CIFAR_SPECS", "OFFICIAL_MD5", "CifarFormatError", "CifarSpec", "CifarSplit",
-    "check_same_classes", "download_cifar", "load_cifar", "load_cifar_splits",
+    "CIFAR_MEAN_STD", "CifarFormatError", "CifarSpec", "CifarSplit", "check_same_classes", "cifar_specs",
+    "download_cifar", "load_cifar", "load_cifar_splits", "official_md5",
 ]
 
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official training images, in [0, 1] units,
@@ -80,17 +80,34 @@ def _spec_from_torchvision(tv_class, name: str, title: str, label_key: str, num_
     )
 
 
-CIFAR_SPECS: dict[str, CifarSpec] = {
-    "cifar10": _spec_from_torchvision(CIFAR10, "cifar10", "CIFAR-10", "labels", 10),
-    "cifar100": _spec_from_torchvision(CIFAR100, "cifar100", "CIFAR-100", "fine_labels", 100),
-}
+# The file lists and md5 sums are torchvision's (not retyped), read on first use: importing torchvision takes
+# about 4 s on a 2-core CPU (it loads torch._dynamo), which a run on synthetic data should not pay.
+@functools.cache
+def cifar_specs() -> dict[str, CifarSpec]:
+    """The :class:`CifarSpec` of ``cifar10`` and ``cifar100`` (also ``CIFAR_SPECS``)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
 
-# Official md5 of every file, keyed by its path relative to root (torchvision's lists, not retyped).
-OFFICIAL_MD5: dict[str, str] = {
-    f"{tv_class.base_folder}/{file_name}": md5
-    for tv_class in (CIFAR10, CIFAR100)
-    for file_name, md5 in (*tv_class.train_list, *tv_class.test_list, (tv_class.meta["filename"], tv_class.meta["md5"]))
-}
+    return {"cifar10": _spec_from_torchvision(CIFAR10, "cifar10", "CIFAR-10", "labels", 10),
+            "cifar100": _spec_from_torchvision(CIFAR100, "cifar100", "CIFAR-100", "fine_labels", 100)}
+
+
+@functools.cache
+def official_md5() -> dict[str, str]:
+    """Official md5 of every file, keyed by its path relative to root (also ``OFFICIAL_MD5``)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return {f"{tv_class.base_folder}/{file_name}": md5
+            for tv_class in (CIFAR10, CIFAR100)
+            for file_name, md5 in (*tv_class.train_list, *tv_class.test_list,
+                                   (tv_class.meta["filename"], tv_class.meta["md5"]))}
+
+
+def __getattr__(name: str):  # PEP 562: CIFAR_SPECS and OFFICIAL_MD5 as module constants, built on first use
+    if name == "CIFAR_SPECS":
+        return cifar_specs()
+    if name == "OFFICIAL_MD5":
+        return official_md5()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -116,9 +133,10 @@ class CifarSplit:
 
 
 def _spec(name: str) -> CifarSpec:
-    if name not in CIFAR_SPECS:
-        raise ValueError(f"CIFAR data set {name!r} is not known: use one of {', '.join(CIFAR_SPECS)}")
-    return CIFAR_SPECS[name]
+    specs = cifar_specs()
+    if name not in specs:
+        raise ValueError(f"CIFAR data set {name!r} is not known: use one of {', '.join(specs)}")
+    return specs[name]
 
 
 def _file_md5(path: Path) -> str:
@@ -130,7 +148,7 @@ def _file_md5(path: Path) -> str:
 
 
 def _unofficial_files(root: Path, paths: list[Path]) -> list[Path]:
-    return [p for p in paths if OFFICIAL_MD5.get(p.relative_to(root).as_posix()) != _file_md5(p)]
+    return [p for p in paths if official_md5().get(p.relative_to(root).as_posix()) != _file_md5(p)]
 
 
 def _check_present(root: Path, spec: CifarSpec, names: tuple[str, ...]) -> None:

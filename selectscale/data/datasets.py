@@ -17,7 +17,6 @@ import torch
 
 from .cifar import CIFAR_MEAN_STD, CifarSplit, load_cifar_splits
 from .holdout import split_validation
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD, build_imagenet_loaders, is_official_imagenet, load_imagenet_folders
 from .loader import DeviceLoader, channel_mean_std
 from .synthetic import make_synthetic
 
@@ -82,6 +81,8 @@ def build_dataset(
     if root is None:
         raise ValueError(f"data set {name!r} needs root= (the folder holding its files)")
     if name == "imagenet":
+        from .imagenet import IMAGENET_MEAN, IMAGENET_STD, is_official_imagenet, load_imagenet_folders  # torchvision
+
         train_set, val_set = load_imagenet_folders(root, on_bad_image, color_jitter=color_jitter, lighting=lighting)
         verified = is_official_imagenet(train_set, val_set)
         classes = tuple(train_set.classes)
@@ -136,6 +137,8 @@ def build_loaders(
     ``workers`` (decoding processes) only matters for ImageNet, ``padding_mode`` (of the training crops:
     zeros or reflect) only for the in-memory sets."""
     if bundle.name == "imagenet":
+        from .imagenet import build_imagenet_loaders
+
         loaders = build_imagenet_loaders(
             (bundle.train, bundle.test), batch_size, workers, rank, world_size, seed,
             device=device, dtype=dtype, channels_last=channels_last, eval_batch_size=eval_batch_size,

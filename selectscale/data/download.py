@@ -15,8 +15,6 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlparse
 
-from torchvision.datasets.utils import download_and_extract_archive
-
 __all__ = ["DownloadError", "download_cifar_archive", "probe_host"]
 
 PROBE_TIMEOUT_S = 5.0  # name lookup + TCP connect to the download host
@@ -56,6 +54,13 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def download_and_extract_archive(url: str, download_root: str, filename: str, md5: str) -> None:
+    """torchvision's, imported only when a download happens (torchvision takes about 4 s to import)."""
+    from torchvision.datasets.utils import download_and_extract_archive as download
+
+    download(url, download_root=download_root, filename=filename, md5=md5)
 
 
 def download_cifar_archive(url: str, root: Path, archive: str, md5: str, where_to_put: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +29,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from .sharding import ContiguousShardSampler, ResumableDistributedSampler, check_rank
+from .unreadable import BadImageError, UnreadableImage, unreadable_error
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -53,10 +53,6 @@ IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 OFFICIAL_COUNTS = {"train": 1_281_167, "val": 50_000, "classes": 1000}
 BAD_IMAGE_POLICIES = ("fail", "skip")
-
-
-class BadImageError(OSError):
-    """An image file that cannot be decoded (message: the path and the decoder's error)."""
 
 
 class Lighting(torch.nn.Module):
@@ -109,14 +105,6 @@ def imagenet_val_transform(image_size: int = 224, resize_size: int = 256) -> T.C
     ])
 
 
-@dataclass(frozen=True)
-class UnreadableImage:
-    """What the dataset returns instead of a sample for a file it cannot decode (when errors are deferred)."""
-
-    path: str
-    error: str
-
-
 class ImageFolderWithPolicy(datasets.ImageFolder):
     """``ImageFolder`` with a policy for files that cannot be decoded: ``"fail"`` or ``"skip"``.
 
@@ -145,10 +133,6 @@ class ImageFolderWithPolicy(datasets.ImageFolder):
         if self.transform is not None:
             image = self.transform(image)
         return image, label
-
-
-def unreadable_error(unreadable: UnreadableImage) -> BadImageError:
-    return BadImageError(f"{unreadable.path}: unreadable image ({unreadable.error})")
 
 
 def collate_skipping(samples: list) -> tuple:
