@@ -103,25 +103,28 @@ mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, e
 mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json, curves.png) from existing runs only
 	$(PY) -m selectscale.experiments report mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS)
 
-# Issue 22's study where the network overfits (CPU, ~8 hours of a 2-core machine over sessions; not in CI). Its
-# runs are results, committed under results/mini_overfit/runs/ as they finish (scripts/commit_runs.sh); on a
-# new machine the same target skips the committed runs and trains the rest. See results/mini_overfit/pilot.md.
+# Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit (ResNet-20,
+# all 5,438 images, bf16 on a native-bf16 CPU; results/mini_overfit/pilot.md) or mini_overfit_subset (ResNet-8 on
+# 68 images a class, fp32; results/mini_overfit_subset/pilot.md). Their runs are results, committed under
+# results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a new machine of the same kind the same
+# target skips the committed runs and trains the rest.
 SELECT_SEEDS ?= 1
+OVERFIT ?= mini_overfit
 .PHONY: mini-overfit-select mini-overfit mini-overfit-resume mini-overfit-report
-mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation split (no test images) -> results/mini_overfit/selection.md
-	$(PY) -m selectscale.experiments run mini_overfit_selection --seeds $(SELECT_SEEDS) --data $(MINI_DATA) \
+mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation split (no test images) -> results/$(OVERFIT)/selection.md
+	$(PY) -m selectscale.experiments run $(OVERFIT)_selection --seeds $(SELECT_SEEDS) --data $(MINI_DATA) \
 	  --parallel $(or $(PARALLEL),2)
 
-mini-overfit: $(INSTALLED) ## Study step 2: 7 methods x MINI_SEEDS at the chosen rates, all training images -> results/mini_overfit/
-	$(PY) scripts/study_source.py mini_overfit  # refuses another code version or machine kind than the committed runs'
-	$(PY) -m selectscale.experiments run mini_overfit --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
+mini-overfit: $(INSTALLED) ## Study step 2: its methods x MINI_SEEDS at the chosen rates -> results/$(OVERFIT)/ (OVERFIT=mini_overfit_subset: the subset study)
+	$(PY) scripts/study_source.py $(OVERFIT)  # refuses another code version or machine kind than the committed runs'
+	$(PY) -m selectscale.experiments run $(OVERFIT) --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
 
 mini-overfit-resume: $(INSTALLED) ## Go on with the study on a machine of its kind: worktree of its commit, committed runs copied in, trains detached
-	PY=$(PY) scripts/resume_study.sh mini_overfit mini-overfit $(or $(WORKTREE),../study)
+	PY=$(PY) OVERFIT=$(OVERFIT) scripts/resume_study.sh $(OVERFIT) mini-overfit $(or $(WORKTREE),../study)
 
 mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only
-	$(PY) -m selectscale.experiments report mini_overfit_selection --seeds $(SELECT_SEEDS)
-	$(PY) -m selectscale.experiments report mini_overfit --seeds $(MINI_SEEDS)
+	$(PY) -m selectscale.experiments report $(OVERFIT)_selection --seeds $(SELECT_SEEDS)
+	$(PY) -m selectscale.experiments report $(OVERFIT) --seeds $(MINI_SEEDS)
 
 FIG3_RUN = $(RUNS)/fig3/base
 fig3: $(INSTALLED) ## Figure 3: train WRN-20-4 without drop (or resume), then drops at inference -> results/fig3.*

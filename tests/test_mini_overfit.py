@@ -48,6 +48,25 @@ def test_a_validation_run_evaluates_on_training_images_only():
     assert not any(image.numpy().tobytes() in test_images for image in held.test.images)
 
 
+def test_a_training_subset_is_class_balanced_the_same_with_or_without_a_validation_split_and_disjoint_from_it():
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 51, 52, 53, 54, 55, 56, 57, 58, 59]))
+    subset, none_held = class_balanced_holdout(labels, 0.0, seed=0, per_class=12)
+    beside, held = class_balanced_holdout(labels, 0.2, seed=0, per_class=12)
+    assert none_held.numel() == 0 and torch.equal(subset, beside)  # the final runs train on what the grid trained on
+    assert torch.bincount(labels[subset]).tolist() == [12] * 10
+    assert not set(subset.tolist()) & set(held.tolist())
+    assert torch.equal(held, class_balanced_holdout(labels, 0.2, seed=0)[1])  # the held-out draw is unchanged
+    with pytest.raises(ValueError, match="dataset.train_per_class"):  # 50 images: 10 held + 41 do not fit
+        class_balanced_holdout(labels, 0.2, seed=0, per_class=41)
+
+
+def test_a_subset_run_trains_on_its_subset_and_still_evaluates_on_the_test_images():
+    full = build_dataset("synthetic", num_train=400, num_test=100)
+    subset = build_dataset("synthetic", num_train=400, num_test=100, train_per_class=5)
+    assert subset.evaluated_on == "test" and len(subset.train) == 50 and torch.equal(subset.test.images, full.test.images)
+    assert torch.bincount(subset.train.labels, minlength=10).tolist() == [5] * 10
+
+
 def _validation_run(root: Path, label: str, seed: int, error: float, retain: float, evaluated_on="validation"):
     return write_run(root, f"{label}/seed{seed}", make_result(
         seed, error, **{"config.drop.name": "spatial_scale", "config.drop.top_rate": None,

@@ -61,6 +61,7 @@ def build_dataset(
     lighting: float = 0.1,
     validation_fraction: float = 0.0,
     split_seed: int = 0,
+    train_per_class: int = 0,
 ) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100`` or ``imagenet`` from ``root``, or generate ``synthetic``.
 
@@ -68,14 +69,18 @@ def build_dataset(
     ``download`` only CIFAR; ``on_bad_image``, ``color_jitter`` and ``lighting`` (the training colour
     augmentation, 0 disables either) only ImageNet. ``validation_fraction`` > 0 (CIFAR and synthetic): hold
     that class-balanced fraction of the training images out (drawn with ``split_seed``), train on the rest and
-    put the held-out images in ``test``, with ``evaluated_on="validation"``."""
+    put the held-out images in ``test``, with ``evaluated_on="validation"``. ``train_per_class`` > 0 (CIFAR and
+    synthetic): train on that many images of each class only, drawn with ``split_seed`` and disjoint from the
+    held-out images (the same images whatever ``validation_fraction``)."""
     if name not in DATASETS:
         raise ValueError(f"data set {name!r} is not known: use one of {', '.join(DATASETS)}")
-    if validation_fraction and name == "imagenet":
-        raise ValueError("validation_fraction is for the in-memory data sets (cifar10, cifar100, synthetic)")
+    if (validation_fraction or train_per_class) and name == "imagenet":
+        raise ValueError("validation_fraction and train_per_class are for the in-memory data sets "
+                         "(cifar10, cifar100, synthetic)")
+    split = dict(fraction=validation_fraction, seed=split_seed, per_class=train_per_class)
     if name == "synthetic":
         train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
-        train, test, evaluated_on = _held_out(train, test, validation_fraction, split_seed)
+        train, test, evaluated_on = _held_out(train, test, **split)
         mean, std = channel_mean_std(train.images)
         return _bundle(name, train, test, mean, std, evaluated_on)
     if root is None:
@@ -90,17 +95,19 @@ def build_dataset(
             name, train_set, val_set, len(classes), classes, verified, IMAGENET_MEAN, IMAGENET_STD, image_size=224
         )
     train, test = load_cifar_splits(root, name, download=download)
-    train, test, evaluated_on = _held_out(train, test, validation_fraction, split_seed)
+    train, test, evaluated_on = _held_out(train, test, **split)
     mean, std = CIFAR_MEAN_STD[name]  # the official training set's statistics, whichever split trains
     return _bundle(name, train, test, mean, std, evaluated_on)
 
 
-def _held_out(train: CifarSplit, test: CifarSplit, fraction: float, seed: int) -> tuple[CifarSplit, CifarSplit, str]:
-    """(train, evaluation split, its name): the test split, or a validation split held out of ``train``."""
-    if not fraction:
+def _held_out(train: CifarSplit, test: CifarSplit, fraction: float, seed: int,
+              per_class: int) -> tuple[CifarSplit, CifarSplit, str]:
+    """(training images, evaluation split, its name): the test split, or a validation split held out of
+    ``train``; the training images are all the others or a ``per_class`` subset of them."""
+    if not fraction and not per_class:
         return train, test, "test"
-    rest, validation = split_validation(train, fraction, seed)
-    return rest, validation, "validation"
+    rest, validation = split_validation(train, fraction, seed, per_class)
+    return (rest, validation, "validation") if fraction else (rest, test, "test")
 
 
 def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std, evaluated_on: str = "test") -> DatasetBundle:

@@ -192,7 +192,8 @@ def validate_dataset(dataset: DictConfig) -> None:
 
 
 def _validate_holdout(dataset: DictConfig) -> None:
-    """``validation_fraction`` in [0, 1), in-memory data sets only; ``split_seed`` >= 0."""
+    """``validation_fraction`` in [0, 1), ``train_per_class`` >= 0, both in-memory data sets only;
+    ``split_seed`` >= 0."""
     fraction = dataset.validation_fraction
     if not 0.0 <= fraction < 1.0:
         _fail("dataset.validation_fraction", fraction, "it is the share of the training images held out for "
@@ -202,6 +203,12 @@ def _validate_holdout(dataset: DictConfig) -> None:
               "synthetic only; leave it 0 for imagenet")
     if dataset.split_seed < 0:
         _fail("dataset.split_seed", dataset.split_seed, "it must be >= 0")
+    if dataset.train_per_class < 0:
+        _fail("dataset.train_per_class", dataset.train_per_class, "it is the training images kept per class, "
+              ">= 0 (0 keeps all)")
+    if dataset.train_per_class and dataset.name == "imagenet":
+        _fail("dataset.train_per_class", dataset.train_per_class, "a training subset exists for cifar10, "
+              "cifar100 and synthetic only; leave it 0 for imagenet")
 
 
 def validate_model(cfg: DictConfig) -> None:

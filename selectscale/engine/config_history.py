@@ -33,6 +33,7 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset.lighting": _imagenet_only(0.1),
     "dataset.validation_fraction": 0.0,  # every earlier run trained on all its training images
     "dataset.split_seed": 0,
+    "dataset.train_per_class": 0,  # every earlier run trained on all its training images
     "model.drop_on_shortcut": False,
     "model.drop_after_stem": False,
     "model.pretrained": None,

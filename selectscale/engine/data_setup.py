@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from selectscale.data import build_dataset, build_loaders
+from selectscale.data.holdout import SubsetTooLarge
 
 from .config import ConfigError
 from .distributed import DistContext
@@ -26,9 +27,13 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     """The data set named by ``cfg.dataset.name``, sharded for this rank, with the per-rank batch."""
     data = cfg.dataset
     colour = {} if data.name != "imagenet" else dict(color_jitter=data.color_jitter, lighting=data.lighting)
-    bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
-                           num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image,
-                           validation_fraction=data.validation_fraction, split_seed=data.split_seed, **colour)
+    try:
+        bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
+                               num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image,
+                               validation_fraction=data.validation_fraction, split_seed=data.split_seed,
+                               train_per_class=data.train_per_class, **colour)
+    except SubsetTooLarge as error:
+        raise ConfigError(str(error)) from None
     if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
                           f"({len(bundle.train)} images): no full batch fits; lower trainer.batch_size")

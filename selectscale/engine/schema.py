@@ -29,6 +29,9 @@ class DatasetConfig:
     # evaluate on it instead of the test images (choosing a rate without the test set, issue 22); 0: off.
     validation_fraction: float = 0.0
     split_seed: int = 0  # the draw of the held-out images: fixed (not the run's seed) so a grid shares one split
+    # CIFAR and synthetic: train on this many images of each class only (a class-balanced subset drawn with
+    # split_seed, disjoint from the validation images and the same whatever validation_fraction); 0: all.
+    train_per_class: int = 0
     # ImageNet only (configs/dataset/imagenet.yaml sets them; null elsewhere): ColorJitter brightness, contrast
     # and saturation, and the AlexNet PCA lighting std; 0 disables either.
     color_jitter: float | None = None
