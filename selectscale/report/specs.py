@@ -16,7 +16,8 @@ TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and a plot
 # Our own experiments (not the paper's), rendered in a folder of their own; a selection grid (layout
 # "selection") writes selection.md into its study's folder.
-EVIDENCE = ("mini_cifar10", "mini_overfit", "mini_overfit_selection")
+EVIDENCE = ("mini_cifar10", "mini_overfit", "mini_overfit_selection", "mini_overfit_subset",
+            "mini_overfit_subset_selection")
 NAMES = TABLES + FIGURES + EVIDENCE
 class ExperimentError(ValueError):
     """A bad experiment name or option, or no runs to report; the message is one line."""
