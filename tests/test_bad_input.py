@@ -57,8 +57,6 @@ CASES = [
          ("drop.retain_rate", "0.9", "1 - retain_rate <= top_rate")),
     Case("validation-fraction-one", ("dataset.validation_fraction=1.0",),
          ("dataset.validation_fraction", "1.0", "[0, 1)")),
-    Case("train-per-class-negative", ("dataset.train_per_class=-1",),
-         ("dataset.train_per_class", "-1", ">= 0")),
     Case("validation-split-of-imagenet", ("dataset=imagenet", "dataset.root={tmp}", "dataset.validation_fraction=0.2"),
          ("dataset.validation_fraction", "0.2", "cifar10, cifar100 and synthetic")),
     Case("lr-zero", ("schedule.lr=0",), ("schedule.lr", "0", "(0.0, 100.0]")),

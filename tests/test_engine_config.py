@@ -84,6 +84,8 @@ BAD = [
     (["trainer.device=tpu"], "trainer.device='tpu'"),
     (["trainer.epochs=2", "trainer.snapshot_epochs=[5]"], "trainer.snapshot_epochs=[5]"),
     (["trainer.snapshot_epochs=[20,10]"], "strictly increasing within 1..200"),
+    (["dataset.train_per_class=-1"], "dataset.train_per_class=-1"),
+    (["dataset=imagenet", "dataset.train_per_class=10"], "cifar10, cifar100 and synthetic only"),
 ]
 
 
@@ -133,3 +135,15 @@ def test_every_model_option_in_the_schema_is_declared_by_some_model():
     declared = {option for name in list_models() for option in model_spec(name).options}
     cfg = OmegaConf.create({"shortcut": "pad", "drop_on_shortcut": True, "drop_after_stem": True})
     assert set(_set_model_options(cfg)) <= declared
+
+
+def test_a_training_subset_larger_than_a_class_is_a_one_line_config_error():
+    import torch
+
+    from selectscale.engine.data_setup import build_data
+    from selectscale.engine.distributed import DistContext
+
+    cfg = make_cfg("dataset=synthetic", "dataset.train_size=200", "dataset.test_size=50", "dataset.train_per_class=30")
+    with pytest.raises(ConfigError, match=r"too few to train on 30 \(dataset.train_per_class\)") as error:
+        build_data(cfg, DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    assert "\n" not in str(error.value)

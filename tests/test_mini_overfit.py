@@ -19,7 +19,6 @@ from selectscale.report.table_files import report_table
 from selectscale.report.tables import group
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "results" / "mini_overfit"
 
 
 def test_holdout_is_class_balanced_disjoint_and_fixed_by_its_seed():
@@ -63,7 +62,8 @@ def test_a_training_subset_is_class_balanced_the_same_with_or_without_a_validati
 def test_a_subset_run_trains_on_its_subset_and_still_evaluates_on_the_test_images():
     full = build_dataset("synthetic", num_train=400, num_test=100)
     subset = build_dataset("synthetic", num_train=400, num_test=100, train_per_class=5)
-    assert subset.evaluated_on == "test" and len(subset.train) == 50 and torch.equal(subset.test.images, full.test.images)
+    assert subset.evaluated_on == "test" and len(subset.train) == 50
+    assert torch.equal(subset.test.images, full.test.images)
     assert torch.bincount(subset.train.labels, minlength=10).tolist() == [5] * 10
 
 
@@ -101,13 +101,14 @@ def test_a_study_with_committed_runs_keeps_its_rows_in_its_own_folder(tmp_path):
     assert all("dataset.validation_fraction=0.2" in row.overrides for row in selection.rows)
 
 
-def test_the_study_trains_the_rates_the_selection_chose():
+@pytest.mark.parametrize("study", ["mini_overfit", "mini_overfit_subset"])
+def test_the_study_trains_the_rates_the_selection_chose(study):
     """The study's method rows use selection.json's choice, which its committed validation runs reproduce."""
-    chosen_file = STUDY / "selection.json"
+    chosen_file = ROOT / "results" / study / "selection.json"
     if not chosen_file.is_file():
-        pytest.skip("results/mini_overfit/selection.json not yet rendered")
+        pytest.skip(f"results/{study}/selection.json not yet rendered")
     chosen = json.loads(chosen_file.read_text())["chosen"]
-    rows = {row.label: dict(item.split("=", 1) for item in row.overrides) for row in load_table("mini_overfit").rows}
+    rows = {row.label: dict(item.split("=", 1) for item in row.overrides) for row in load_table(study).rows}
     for method, choice in chosen.items():
         if method == "none":
             continue
@@ -115,6 +116,19 @@ def test_the_study_trains_the_rates_the_selection_chose():
         for key in ("top_rate", "retain_rate"):
             if choice[key] is not None:
                 assert float(overrides[f"drop.{key}"]) == choice[key], (method, key)
+
+
+def test_the_subset_study_chooses_on_the_images_it_trains_on_and_tests_on_the_test_images():
+    def settings(name):
+        return [dict(item.split("=", 1) for item in row.overrides if "=" in item) for row in load_table(name).rows]
+
+    study, grid = settings("mini_overfit_subset"), settings("mini_overfit_subset_selection")
+    shared = ("model", "dataset.train_per_class", "trainer.epochs", "trainer.batch_size", "dataset.split_seed")
+    for key in shared:
+        values = {row.get(key) for row in grid}
+        assert {row.get(key) for row in study} == values and len(values) == 1, key
+    assert all(row["dataset.validation_fraction"] == "0.2" for row in grid)
+    assert not any("dataset.validation_fraction" in row for row in study)
 
 
 def test_selection_end_to_end_on_synthetic_data(tmp_path):
@@ -128,17 +142,20 @@ def test_selection_end_to_end_on_synthetic_data(tmp_path):
     assert result["dataset"]["evaluated_on"] == "validation" and result["environment"]["torchvision"]
 
 
-@pytest.mark.parametrize("name", ["mini_overfit_selection", "mini_overfit"])
+@pytest.mark.parametrize("name", ["mini_overfit_selection", "mini_overfit", "mini_overfit_subset_selection",
+                                  "mini_overfit_subset"])
 def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_path, monkeypatch, name):
     table = load_table(name)
+    study = table.study or name
     outputs = ["selection.md", "selection.json"] if table.layout == "selection" else ["table.md", "summary.json"]
-    if not (STUDY / outputs[0]).is_file():
-        pytest.skip(f"results/mini_overfit/{outputs[0]} not yet rendered")
+    if not (ROOT / "results" / study / outputs[0]).is_file():
+        pytest.skip(f"results/{study}/{outputs[0]} not yet rendered")
     seeds = 1 if table.layout == "selection" else 5
     monkeypatch.chdir(ROOT)  # the provenance line names the --runs folder as given: relative to the repository
     assert main(["report", name, "--seeds", str(seeds), "--out", str(tmp_path)]) == 0
     for file_name in outputs:
-        assert (tmp_path / "mini_overfit" / file_name).read_text() == (STUDY / file_name).read_text(), file_name
+        committed = (ROOT / "results" / study / file_name).read_text()
+        assert (tmp_path / study / file_name).read_text() == committed, file_name
 
 
 def _study_source_script():
