@@ -44,7 +44,7 @@ def class_balanced_holdout(labels: torch.Tensor, fraction: float, seed: int,
         count = min(int(math.floor(fraction * size + 0.5)), size - 1)  # half up
         if per_class and count + per_class > size:
             raise SubsetTooLarge(f"class {label} has {size} training images, too few to train on {per_class} "
-                             f"(dataset.train_per_class) and hold out {count}: lower dataset.train_per_class")
+                                 f"(dataset.train_per_class) and hold out {count}: lower dataset.train_per_class")
         order = members[torch.randperm(size, generator=generator)]
         held.append(order[:count])
         kept.append(order[size - per_class:] if per_class else order[count:])

@@ -198,17 +198,15 @@ def _validate_holdout(dataset: DictConfig) -> None:
     if not 0.0 <= fraction < 1.0:
         _fail("dataset.validation_fraction", fraction, "it is the share of the training images held out for "
               "validation, in [0, 1) (e.g. 0.2); 0 evaluates on the test set")
-    if fraction and dataset.name == "imagenet":
-        _fail("dataset.validation_fraction", fraction, "a held-out split exists for cifar10, cifar100 and "
-              "synthetic only; leave it 0 for imagenet")
+    for key in ("validation_fraction", "train_per_class"):
+        if dataset[key] and dataset.name == "imagenet":
+            _fail(f"dataset.{key}", dataset[key], "a held-out split and a training subset exist for cifar10, "
+                  "cifar100 and synthetic only; leave it 0 for imagenet")
     if dataset.split_seed < 0:
         _fail("dataset.split_seed", dataset.split_seed, "it must be >= 0")
     if dataset.train_per_class < 0:
         _fail("dataset.train_per_class", dataset.train_per_class, "it is the training images kept per class, "
               ">= 0 (0 keeps all)")
-    if dataset.train_per_class and dataset.name == "imagenet":
-        _fail("dataset.train_per_class", dataset.train_per_class, "a training subset exists for cifar10, "
-              "cifar100 and synthetic only; leave it 0 for imagenet")
 
 
 def validate_model(cfg: DictConfig) -> None:
