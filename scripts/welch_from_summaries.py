@@ -5,7 +5,10 @@ standard deviations and n: for rows run in different sessions, whose run folders
         results/mini_cifar10_dropblock/summary.json
 
 Prints, for every row of the second file against every row of the first: the difference of the mean test
-top-1 errors (percentage points) and Welch's two-sided p (as the tables print it: p=0.012, p<0.001). Runs
+top-1 errors (percentage points), its 95% confidence interval (Welch-Satterthwaite t interval: the range of
+true differences the data do not reject at the 5% level, the figure to quote when p is large) and Welch's
+two-sided p (as the tables print it: p=0.012, p<0.001). Pass one file twice to compare the rows of one study
+with each other (each pair once, the later row first). Runs
 from different sessions may differ by machine (not bit-identical without trainer.deterministic): say so beside
 any p printed here.
 """
@@ -25,27 +28,45 @@ def rows(path: Path) -> dict[str, dict]:
     return {row["method"]: row for row in json.loads(path.read_text())["rows"]}
 
 
+def welch_from_stats(new: dict, reference: dict) -> tuple[float, float, float, WelchResult]:
+    """Welch's test of two summary rows (percent): diff (new minus reference, pp), 95% CI low and high, result."""
+    n_new, n_ref = new["n"], reference["n"]
+    a, b = new["test_top1_error_std"] ** 2 / n_new, reference["test_top1_error_std"] ** 2 / n_ref
+    result = stats.ttest_ind_from_stats(new["test_top1_error_mean"], new["test_top1_error_std"], n_new,
+                                        reference["test_top1_error_mean"], reference["test_top1_error_std"], n_ref,
+                                        equal_var=False)
+    dof = (a + b) ** 2 / (a**2 / (n_new - 1) + b**2 / (n_ref - 1))  # Welch-Satterthwaite
+    diff = new["test_top1_error_mean"] - reference["test_top1_error_mean"]
+    half_width = stats.t.ppf(0.975, dof) * (a + b) ** 0.5
+    return diff, diff - half_width, diff + half_width, WelchResult(result.statistic, dof, result.pvalue)
+
+
+def pairs(reference: dict[str, dict], new: dict[str, dict], one_file: bool):
+    """Every (new, reference) pair; for one file passed twice, each pair of different rows once."""
+    names = list(reference)
+    for name in new:
+        for reference_name in reference:
+            if one_file and names.index(reference_name) >= names.index(name):
+                continue
+            yield name, reference_name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reference", type=Path, help="summary.json with the rows to compare against")
     parser.add_argument("new", type=Path, help="summary.json with the new rows")
     args = parser.parse_args()
-    print("| new row | reference row | diff (pp) | Welch t | dof | p |")
-    print("|---|---|---|---|---|---|")
-    for name, new in rows(args.new).items():
-        for reference_name, reference in rows(args.reference).items():
-            if new["n"] < 2 or reference["n"] < 2:
-                print(f"| {name} | {reference_name} | n/a | n/a | n/a | n/a (fewer than 2 seeds) |")
-                continue
-            result = stats.ttest_ind_from_stats(new["test_top1_error_mean"], new["test_top1_error_std"], new["n"],
-                                                reference["test_top1_error_mean"], reference["test_top1_error_std"],
-                                                reference["n"], equal_var=False)
-            a, b = new["test_top1_error_std"] ** 2 / new["n"], reference["test_top1_error_std"] ** 2 / reference["n"]
-            dof = (a + b) ** 2 / (a**2 / (new["n"] - 1) + b**2 / (reference["n"] - 1))
-            diff = new["test_top1_error_mean"] - reference["test_top1_error_mean"]
-            p_text = format_p(WelchResult(result.statistic, dof, result.pvalue))
-            print(f"| {name} ({new['n']}) | {reference_name} ({reference['n']}) | {diff:+.2f} | "
-                  f"{result.statistic:.2f} | {dof:.1f} | {p_text} |")
+    reference_rows, new_rows = rows(args.reference), rows(args.new)
+    print("| new row | reference row | diff (pp) | 95% CI (pp) | Welch t | dof | p |")
+    print("|---|---|---|---|---|---|---|")
+    for name, reference_name in pairs(reference_rows, new_rows, args.reference.resolve() == args.new.resolve()):
+        new, reference = new_rows[name], reference_rows[reference_name]
+        if new["n"] < 2 or reference["n"] < 2:
+            print(f"| {name} | {reference_name} | n/a | n/a | n/a | n/a | n/a (fewer than 2 seeds) |")
+            continue
+        diff, low, high, result = welch_from_stats(new, reference)
+        print(f"| {name} ({new['n']}) | {reference_name} ({reference['n']}) | {diff:+.2f} | "
+              f"[{low:+.2f}, {high:+.2f}] | {result.t:.2f} | {result.dof:.1f} | {format_p(result)} |")
 
 
 if __name__ == "__main__":

@@ -113,3 +113,30 @@ def test_damaged_metrics_leave_the_row_but_not_the_extras(tmp_path):
     assert groups[0].n == 2 and groups[0].rows[0].best_test_top1_error is None
     header, body = table_cells(groups, None, None, extra_columns=True)
     assert dict(zip(header, body[0], strict=True))["best-epoch top-1 (%) (optimistic: chosen on test data)"] == "n/a"
+
+
+def _welch_from_summaries():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "welch_from_summaries.py"
+    spec = importlib.util.spec_from_file_location("welch_from_summaries", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_summary_script_gives_the_welch_interval_in_closed_form_and_each_pair_once():
+    # n = 2 a side, equal stds: dof = 2, where the t quantile has a closed form: t_0.975 = 0.95 sqrt(2 / (1 - 0.95^2)).
+    script = _welch_from_summaries()
+    new = {"n": 2, "test_top1_error_mean": 4.0, "test_top1_error_std": math.sqrt(2.0)}
+    reference = {"n": 2, "test_top1_error_mean": 1.0, "test_top1_error_std": math.sqrt(2.0)}
+    diff, low, high, result = script.welch_from_stats(new, reference)
+    half_width = 0.95 * math.sqrt(2.0 / (1.0 - 0.95**2)) * math.sqrt(2.0)
+    assert diff == pytest.approx(3.0) and result.dof == pytest.approx(2.0)
+    assert (low, high) == (pytest.approx(3.0 - half_width), pytest.approx(3.0 + half_width))
+    assert result.p == pytest.approx(welch_test([3.0, 5.0], [0.0, 2.0]).p)
+    assert (low < 0.0 < high) == (result.p > 0.05)
+    rows = {"none": reference, "a": new, "b": new}
+    assert list(script.pairs(rows, rows, one_file=True)) == [("a", "none"), ("b", "none"), ("b", "a")]
+    assert len(list(script.pairs(rows, rows, one_file=False))) == 9
