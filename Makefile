@@ -103,19 +103,20 @@ mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, e
 mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json, curves.png) from existing runs only
 	$(PY) -m selectscale.experiments report mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS)
 
-# Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit (ResNet-20,
-# all 5,438 images, bf16 on a native-bf16 CPU; results/mini_overfit/pilot.md) or mini_overfit_subset (ResNet-8 on
-# 68 images a class, fp32; results/mini_overfit_subset/pilot.md). Their runs are results, committed under
+# Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit_subset (the
+# default: the finished one, ResNet-8 on 68 images a class, fp32; results/mini_overfit_subset/pilot.md) or
+# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 4 of 35 runs;
+# results/mini_overfit/pilot.md). Their runs are results, committed under
 # results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a new machine of the same kind the same
 # target skips the committed runs and trains the rest.
 SELECT_SEEDS ?= 1
-OVERFIT ?= mini_overfit
+OVERFIT ?= mini_overfit_subset
 .PHONY: mini-overfit-select mini-overfit mini-overfit-resume mini-overfit-report
 mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation split (no test images) -> results/$(OVERFIT)/selection.md
 	$(PY) -m selectscale.experiments run $(OVERFIT)_selection --seeds $(SELECT_SEEDS) --data $(MINI_DATA) \
 	  --parallel $(or $(PARALLEL),2)
 
-mini-overfit: $(INSTALLED) ## Study step 2: its methods x MINI_SEEDS at the chosen rates -> results/$(OVERFIT)/ (OVERFIT=mini_overfit_subset: the subset study)
+mini-overfit: $(INSTALLED) ## Study step 2: its methods x MINI_SEEDS at the chosen rates -> results/$(OVERFIT)/ (OVERFIT=mini_overfit: the paused ResNet-20 study)
 	$(PY) scripts/study_source.py $(OVERFIT)  # refuses another code version or machine kind than the committed runs'
 	$(PY) -m selectscale.experiments run $(OVERFIT) --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
 
