@@ -160,14 +160,16 @@ def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_pat
 
 @pytest.mark.parametrize("study", ["mini_overfit", "mini_overfit_subset"])
 def test_a_finished_study_meets_the_regime_and_comes_from_one_code_version_and_machine_kind(study):
-    """Issue 22's conditions on a rendered study: n = 5 a row, no-drop final training error <= 2%, every row's p,
-    and every final run (not the pilot, not the grid) from one code version and one machine kind."""
+    """Issue 22's conditions on a rendered study: n = 5 a row, no-drop final training error <= 2% and a test-train
+    gap of >= 15 points, every row's p, and every final run (not the pilot, not the grid) from one code version and
+    one machine kind."""
     summary_file = ROOT / "results" / study / "summary.json"
     if not summary_file.is_file():
         pytest.skip(f"results/{study}/summary.json not yet rendered")
     rows = {row["method"]: row for row in json.loads(summary_file.read_text())["rows"]}
     assert all(row["n"] == 5 and row["seeds"] == [0, 1, 2, 3, 4] for row in rows.values())
     assert rows["none"]["train_top1_error_mean"] <= 2.0
+    assert rows["none"]["test_top1_error_mean"] - rows["none"]["train_top1_error_mean"] >= 15.0
     assert all(row["p_vs_none"] is not None for name, row in rows.items() if name != "none")
     assert all(row["p_vs_best_other"] is not None for row in rows.values())
     runs = ROOT / "results" / study / "runs"
