@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from selectscale.errors import OutputWriteError
 
-class OutputWriteError(RuntimeError):
-    """A run's output (metrics, result.json, TensorBoard events) could not be written; the message says which
-    file and why. Exit status 5, like a checkpoint that cannot be written: the previous files are intact."""
+__all__ = ["OutputWriteError", "write_atomic", "write_synced"]
 
 
 def write_synced(path: Path, data: bytes) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from selectscale.errors import CheckpointError
+
 from .atomic import write_atomic, write_synced
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,6 @@ SNAPSHOTS = "snapshots"
 STAGED = ".checkpoint.staged.pt"  # a new checkpoint being written; renamed to LATEST once complete
 
 
-class CheckpointError(RuntimeError):
-    """No checkpoint could be written or loaded; the message says which file and why."""
 
 
 def _sidecar(path: Path) -> Path:

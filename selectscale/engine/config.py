@@ -14,10 +14,11 @@ from selectscale.data.datasets import DATASETS
 from selectscale.data.loader import PADDING_MODES
 from selectscale.drop import DROP_LAYERS, build_drop, drop_arguments
 from selectscale.drop.functional import ROUNDINGS, SCORES
+from selectscale.errors import ConfigError
 from selectscale.models import list_models, model_spec
 from selectscale.models.cifar_resnet import SHORTCUTS
 
-from .schema import ConfigError, DropConfig, TrainConfig, milestone_epochs, register_configs
+from .schema import DropConfig, TrainConfig, milestone_epochs, register_configs
 
 __all__ = ["ConfigError", "TrainConfig", "drop_kwargs", "model_options", "register_configs", "validate"]
 

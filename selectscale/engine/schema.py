@@ -10,10 +10,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 
-class ConfigError(ValueError):
-    """A configuration value or combination that cannot run; the message is one line."""
-
-
 @dataclass
 class DatasetConfig:
     name: str = "cifar10"  # cifar10 | cifar100 | imagenet | synthetic

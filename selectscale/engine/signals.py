@@ -10,9 +10,9 @@ from __future__ import annotations
 import signal
 import threading
 
+from selectscale.errors import Preempted
 
-class Preempted(RuntimeError):
-    """Raised after the checkpoint is written; the message says how to resume."""
+__all__ = ["Preempted", "PreemptionFlag"]
 
 
 class PreemptionFlag:

@@ -1,5 +1,5 @@
-"""The one error type of the figure commands."""
+"""The one error type of the figure commands (defined in :mod:`selectscale.errors`)."""
 
+from selectscale.errors import FigureError
 
-class FigureError(ValueError):
-    """A run directory or option that cannot be used; the message is one line naming it and the fix."""
+__all__ = ["FigureError"]

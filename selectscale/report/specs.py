@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from selectscale.errors import ExperimentError
 from selectscale.paths import config_dir
 
 EXPERIMENTS = config_dir() / "paper"
@@ -19,8 +20,6 @@ FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and
 EVIDENCE = ("mini_cifar10", "mini_overfit", "mini_overfit_selection", "mini_overfit_subset",
             "mini_overfit_subset_selection")
 NAMES = TABLES + FIGURES + EVIDENCE
-class ExperimentError(ValueError):
-    """A bad experiment name or option, or no runs to report; the message is one line."""
 
 
 @dataclass(frozen=True)
