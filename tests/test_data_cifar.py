@@ -193,6 +193,18 @@ BAD_CONTENTS = [
     ({"data": np.zeros((3, 3072), np.uint8), "labels": [-1, 0, 2]}, ["labels out of range: -1..2"]),
     ({"data": np.zeros((3, 3072), np.uint8), "fine_labels": [0, 1, 2]}, ["no 'labels' entry", "fine_labels"]),
     ([1, 2, 3], ["holds a list, a CIFAR file holds a dict"]),
+    # issue 32: labels are integer class indices, one per image row, in [0, 10)
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [0.0, 1.0, 2.0]},
+     ["'labels' holds float values (e.g. 0.0 at index 0)", "not integer class indices", "dataset.download=true"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 2.5]}, ["float values (e.g. 2.5 at index 2)"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [True, False, True]}, ["holds bool values"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": np.array([0.0, 1.0, 2.0])},
+     ["'labels' is a float64 array of shape (3,)", "not a list of integer class indices"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": "012"}, ["'labels' is a str"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 2, 3]},
+     ["'labels' has shape (4,) for 3 images", "one label per image row", "dataset.download=true"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, -3]}, ["labels out of range: -3..1", "dataset.download"]),
+    ({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 2**70]}, ["beyond 64 bits"]),
 ]
 
 
@@ -225,3 +237,33 @@ def test_train_test_class_count_mismatch_names_the_test_files(write_tiny_cifar10
 def test_unknown_data_set_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="'cifar1000' is not known: use one of cifar10, cifar100"):
         load_cifar(tmp_path, "cifar1000", train=True)
+
+
+@IGNORE_UNOFFICIAL
+def test_integer_label_arrays_are_read_like_lists(write_tiny_cifar10, tmp_path):
+    """A batch file rewritten with numpy (labels as an int32 array) holds the same labels: read as int64."""
+    folder = write_tiny_cifar10(tmp_path)
+    dump(folder / "data_batch_1", {"data": np.zeros((3, 3072), np.uint8), "labels": np.array([2, 0, 9], np.int32)})
+    train = load_cifar(tmp_path, "cifar10", train=True)
+    assert train.labels.dtype == torch.int64 and train.labels[:3].tolist() == [2, 0, 9]
+
+
+def test_a_bad_label_file_is_one_line_exit_2_from_train(write_tiny_cifar10, tmp_path, capsys, monkeypatch):
+    """Issue 32: a CIFAR file whose labels are floats trained before; now train.py refuses it with one line
+    naming the file (exit 2) and leaves no run directory."""
+    import sys
+
+    import selectscale.train as train_module
+    from selectscale.failures import SweepRecord
+
+    folder = write_tiny_cifar10(tmp_path / "data")
+    dump(folder / "data_batch_2", {"data": np.zeros((2, 3072), np.uint8), "labels": [0.0, 1.0]})
+    monkeypatch.setattr(train_module, "SWEEP", SweepRecord())
+    monkeypatch.setattr(sys, "argv", ["train.py", "dataset=cifar10", f"dataset.root={tmp_path / 'data'}",
+                                      "trainer.device=cpu", "trainer.batch_size=4", "trainer.epochs=1",
+                                      "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    before = sorted(tmp_path.rglob("*"))
+    assert train_module.run() == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(folder / "data_batch_2") in lines[0] and "float values" in lines[0], lines
+    assert sorted(tmp_path.rglob("*")) == before

@@ -15,14 +15,16 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlparse
 
+from selectscale.errors import SelectScaleError
+
 __all__ = ["DownloadError", "download_cifar_archive", "probe_host"]
 
 PROBE_TIMEOUT_S = 5.0  # name lookup + TCP connect to the download host
 TRANSFER_TIMEOUT_S = 60.0  # longest wait for any single network read during the transfer
 
 
-class DownloadError(RuntimeError):
-    """The archive could not be fetched (offline, unreachable host, or an archive with the wrong md5)."""
+class DownloadError(SelectScaleError, RuntimeError):
+    """The archive could not be fetched (offline, unreachable host, or an archive with the wrong md5): exit 2."""
 
 
 def probe_host(url: str, timeout_s: float) -> None:

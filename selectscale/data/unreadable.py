@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from selectscale.errors import SelectScaleError
+
 __all__ = ["BadImageError", "UnreadableImage", "unreadable_error"]
 
 
-class BadImageError(OSError):
-    """An image file that cannot be decoded (message: the path and the decoder's error)."""
+class BadImageError(SelectScaleError, OSError):
+    """An image file that cannot be decoded (message: the path and the decoder's error): exit 2."""
 
 
 @dataclass(frozen=True)
