@@ -140,5 +140,5 @@ def test_a_sweep_ends_with_a_table_of_its_jobs(capsys):
     record.failed("multirun/x/drop=selectscale", 2, ConfigError("drop.top_rate=1.5 is invalid"))
     assert record.finish() == 2
     out, err = capsys.readouterr()
-    assert "sweep of 2 jobs in this process:" in out and "multirun/x/drop=none" in out and "5.12" in out
+    assert "sweep of 2 jobs:" in out and "multirun/x/drop=none" in out and "5.12" in out
     assert "failed (exit 2)" in out and "1 of 2 jobs of this sweep failed" in err

@@ -16,8 +16,10 @@ from typing import Any
 import torch
 
 from .cifar import CIFAR_MEAN_STD, CifarSplit, load_cifar_splits
+from .cifar_files import IMAGE_BYTES
 from .holdout import split_validation
 from .loader import DeviceLoader, channel_mean_std
+from .memory import memory_guard
 from .synthetic import make_synthetic
 
 __all__ = ["DATASETS", "DatasetBundle", "build_dataset", "build_loaders"]
@@ -79,7 +81,10 @@ def build_dataset(
                          "(cifar10, cifar100, synthetic)")
     split = dict(fraction=validation_fraction, seed=split_seed, per_class=train_per_class)
     if name == "synthetic":
-        train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
+        count = num_train + num_test  # generated whole in host memory, then kept there
+        with memory_guard("synthetic data set", count, count * (IMAGE_BYTES + 8), "cpu",
+                          "use a smaller dataset.train_size and dataset.test_size, or free memory on this machine"):
+            train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
         train, test, evaluated_on = _held_out(train, test, **split)
         mean, std = channel_mean_std(train.images)
         return _bundle(name, train, test, mean, std, evaluated_on)

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .memory import fewer_images, memory_guard, split_bytes
 from .sharding import check_rank, eval_shard_bounds, train_shard
 
 __all__ = ["PADDING_MODES", "DeviceLoader", "channel_mean_std", "crop_and_flip", "derive_seed", "pad_images",
@@ -156,8 +157,11 @@ class DeviceLoader:
         if not train and drop_last:
             raise ValueError("drop_last=True in evaluation would skip test images: it is only for training")
         self.device = torch.device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device, torch.int64)
+        # The one allocation of the whole split on the device: a set too large for it is one line (ConfigError).
+        with memory_guard("training set" if train else "test set", images.shape[0], split_bytes(images, labels),
+                          self.device, fewer_images(train, self.device)):
+            self.images = _place(images, self.device)
+            self.labels = _place(labels, self.device, torch.int64)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size = rank, world_size
         self.drop_last = train if drop_last is None else drop_last
@@ -264,6 +268,11 @@ class DeviceLoader:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def _place(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensor`` on ``device`` (a copy unless it is there already): where a whole split is allocated."""
+    return tensor.to(device) if dtype is None else tensor.to(device, dtype)
 
 
 def _check_arguments(images, labels, batch_size, mean, std, padding) -> None:

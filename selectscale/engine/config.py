@@ -6,9 +6,12 @@ what is allowed. Names come from the registries (drop methods, models, data sets
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from selectscale.data.datasets import DATASETS
 from selectscale.data.loader import PADDING_MODES
@@ -20,7 +23,8 @@ from selectscale.models.cifar_resnet import SHORTCUTS
 
 from .schema import DropConfig, TrainConfig, milestone_epochs, register_configs
 
-__all__ = ["ConfigError", "TrainConfig", "drop_kwargs", "model_options", "register_configs", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "drop_kwargs", "interpolation_problem", "model_options", "register_configs",
+           "unset_variable_problem", "validate"]
 
 SCHEDULES = ("step", "cosine")
 CURRICULA = ("none", "linear", "exponential")
@@ -141,6 +145,52 @@ def check_numbers(node, prefix: str = "") -> None:
             _fail(dotted, value, "it is beyond the 64-bit integers torch accepts")
 
 
+# ${oc.env:NAME} and ${oc.env:NAME,default} (OmegaConf's resolver; a default makes an unset NAME fine).
+_ENV_REFERENCE = re.compile(r"""\$\{\s*oc\.env\s*:\s*['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?\s*(,|\})""")
+
+
+def unset_variables(value: str) -> list[str]:
+    """The environment variables that ``value``'s ``${oc.env:NAME}`` interpolations (those without a default) read
+    and that are not set: our own reading of the value, so the message names the variable without relying on
+    OmegaConf's text."""
+    return [m.group(1) for m in _ENV_REFERENCE.finditer(value) if m.group(2) == "}" and m.group(1) not in os.environ]
+
+
+def unset_variable_message(key: str, value: str, name: str) -> str:
+    return (f"{key}={value!r}: the environment variable {name} is not set; set it (export {name}=...) or give "
+            f"the interpolation a default: ${{oc.env:{name},DEFAULT}}")
+
+
+def _raw_values(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of an unresolved container (interpolations kept as text)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, dict | list):
+            yield from _raw_values(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def unset_variable_problem(cfg: DictConfig) -> str | None:
+    """One line for the first value of ``cfg`` that reads an environment variable that is not set, or None."""
+    for key, value in _raw_values(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, str) and (names := unset_variables(value)):
+            return unset_variable_message(key, value, names[0])
+    return None
+
+
+def interpolation_problem(cfg: DictConfig, error: OmegaConfBaseException) -> str:
+    """One line for an interpolation of ``cfg`` that does not resolve: an unset environment variable named (with
+    the fix), otherwise the key (OmegaConf's ``full_key`` attribute) and its unresolved value."""
+    problem = unset_variable_problem(cfg)
+    if problem is not None:
+        return problem
+    key = getattr(error, "full_key", None) or "a value"
+    raw = dict(_raw_values(OmegaConf.to_container(cfg, resolve=False))).get(key, "?")
+    return (f"{key}={raw!r}: its ${{...}} interpolation does not resolve ({type(error).__name__}); fix it, or set "
+            f"{key} to a plain value")
+
+
 def validate_devices(trainer: DictConfig) -> None:
     """A CUDA device asked for where there is none (or not that many) is a one-line error, not a traceback."""
     device = str(trainer.device)
@@ -245,7 +295,11 @@ def model_options(model: DictConfig) -> dict:
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """Check every value and every rule that spans groups, then the file system and the devices; raise
     ConfigError on the first problem."""
-    check_numbers(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:  # an ${oc.env:VAR} with VAR unset, a ${key} that names nothing...
+        raise ConfigError(interpolation_problem(cfg, error)) from None
+    check_numbers(resolved)
     validate_dataset(cfg.dataset)
     validate_model(cfg)
     validate_drop(cfg.drop)

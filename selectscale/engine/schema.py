@@ -4,6 +4,8 @@ composed. The values and the rules spanning groups are checked by :func:`selects
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -113,6 +115,31 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# Groups whose schema takes keys it does not declare, added on the command line with `+group.key=value`: none
+# today. Every other key added with + must be one the schema declares (selectscale.argv_checks refuses the rest:
+# Hydra itself adds any key given with +, even to a typed group, so `+trainer.some_typo=3` trained silently).
+EXTRA_KEYS_ALLOWED: frozenset[str] = frozenset()
+
+
+def undeclared_key(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """Where the dotted ``key`` (e.g. ``trainer.some_typo``) leaves the typed schema: (the group it would be
+    added to, "" for the top level, and the keys that group declares), or None when the schema declares it, or
+    the place takes any key (a group in EXTRA_KEYS_ALLOWED, or a value that is not a schema dataclass)."""
+    node: type = TrainConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        group = ".".join(parts[:depth])
+        if group in EXTRA_KEYS_ALLOWED:
+            return None
+        types = typing.get_type_hints(node)
+        if part not in types:
+            return group, tuple(f.name for f in dataclasses.fields(node))
+        node = types[part]
+        if not dataclasses.is_dataclass(node):  # a plain value (or a list): nothing typed below it
+            return None
+    return None
 
 
 def milestone_epochs(milestones, epochs) -> list[int]:
