@@ -72,7 +72,10 @@ bench-data: $(INSTALLED) ## Images/s of the device-resident CIFAR loader vs torc
 	$(PY) scripts/bench_data.py
 
 # The paper's tables: SEEDS runs per row (5), EPOCHS to shorten (default: the paper's), DATA = dataset.root,
-# LAUNCHER = a Hydra launcher (joblib, submitit_slurm), RUNS = where run directories live.
+# PARALLEL = runs of the run queue training at once (default 1), LAUNCHER = a Hydra launcher (joblib,
+# submitit_slurm: one multirun per row instead of the queue), RUNS = where run directories live. Ctrl-C or SIGTERM
+# stops a table at its runs' next checkpoints: one line says how to go on, then make's own `Error 3` (or
+# `Interrupt`) line; run the same target again to go on. A report lists every run it does not count.
 SEEDS ?= 5
 EPOCHS ?=
 DATA ?=
@@ -86,11 +89,11 @@ SMOKE_PARALLEL ?= 2  # smoke runs at once (the run queue gives each cores / SMOK
 EXPERIMENT_ARGS = --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
-table1 table2 table3 table4 fig4: $(INSTALLED) ## Train (or resume) every run of a paper table (or Figure 4's sweeps; PARALLEL=k: k runs at once), then render results/<name>.*
+table1 table2 table3 table4 fig4: $(INSTALLED) ## Train (or resume) the unfinished runs of a paper table (or Figure 4's sweeps; PARALLEL=k: k at once), then render results/<name>.*
 	$(PY) -m selectscale.experiments run $@ $(EXPERIMENT_ARGS)
 
-table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED) ## Render results/<name>.md, .tex (fig4: .png) from existing runs only
-	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS)
+table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED) ## Render results/<name>.md, .tex (fig4: .png) from finished runs only, listing the others
+	$(PY) -m selectscale.experiments report $(@:-report=) --seeds $(SEEDS) --runs $(RUNS) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 # Issue 12's long-schedule evidence on the real mini CIFAR-10 images (CPU, about 3 hours on 2 cores; not in CI).
 MINI_DATA ?= $(or $(SELECTSCALE_SHARED),../shared)/data/cifar-mini
@@ -158,7 +161,7 @@ SMOKE_TRAIN := dataset=synthetic dataset.train_size=16 dataset.test_size=16 trai
 	trainer.progress_bar=false
 smoke-tables: $(INSTALLED) ## Every table and figure end to end on tiny synthetic data, 1 seed, 1 epoch, CPU
 	$(PY) -m selectscale.experiments smoke $(TABLES) --parallel $(SMOKE_PARALLEL)
-	$(PY) -m selectscale.experiments smoke mini_cifar10  # one table through the per-row multirun (make table1's path)
+	$(PY) -m selectscale.experiments smoke mini_cifar10 --launcher basic  # one table through per-row Hydra multiruns (LAUNCHER=)
 	rm -rf $(SMOKE_DIR) && $(MAKE) --no-print-directory cam RUNS=$(SMOKE_DIR)/runs EPOCHS=2 CAM_SNAPSHOTS=2 \
 	  CAM_OUT=$(SMOKE_DIR)/results CAM_ARGS="$(SMOKE_TRAIN) trainer.max_steps_per_epoch=1"
 	test -s $(SMOKE_DIR)/results/cam.png && test -s $(SMOKE_DIR)/results/cam_epochs.md

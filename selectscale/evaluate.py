@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FigureError, FileNotFoundError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (evaluation writes no file)
+        print("stopped by Ctrl-C; nothing was written", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, indent=2))
     else:

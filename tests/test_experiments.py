@@ -1,4 +1,5 @@
-"""The table specs (configs/paper/) compose into valid runs; the runner's commands and refusals."""
+"""The table specs (configs/paper/) compose into valid runs; the runner's commands and refusals; Ctrl-C and SIGTERM
+outside the run queue (report, evaluate)."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from report_fixtures import make_result, write_run
 
+from selectscale import experiments
 from selectscale.engine import register_configs, validate
 from selectscale.experiments import (
     NAMES,
@@ -142,7 +144,8 @@ def test_figure4_report_renders_a_table_and_a_plot_of_the_seed_means(tmp_path):
 def test_table4_shows_measured_and_paper_top5_columns(tmp_path):
     result = make_result(seed=0, top1=0.24, **{"config.model.name": "resnet50", "config.drop.name": "none",
                                                 "config.drop.top_rate": None, "config.drop.retain_rate": None,
-                                                "test_top5_error": 0.0712, "config.trainer.epochs": 105})
+                                                "test_top5_error": 0.0712, "config.trainer.epochs": 105,
+                                                "config.dataset.name": "imagenet", "dataset.name": "imagenet"})
     write_run(tmp_path / "table4" / "none", "seed0", result)
     markdown, _ = report_table(load_table("table4"), tmp_path, tmp_path / "out", seeds=1)
     text = markdown.read_text()
@@ -151,8 +154,6 @@ def test_table4_shows_measured_and_paper_top5_columns(tmp_path):
 
 
 def test_rows_filter_runs_only_those_rows_and_renders_no_partial_table(tmp_path, monkeypatch):
-    import selectscale.experiments as experiments
-
     ran = []
     monkeypatch.setattr(experiments, "run_table", lambda table, *args: ran.extend(r.label for r in table.rows))
     assert main(["run", "table4", "--rows", "none,selectscale", "--runs", str(tmp_path), "--out",
@@ -198,3 +199,64 @@ def test_an_experiment_file_pins_the_same_setting_as_its_table_row(name, tmp_pat
     row = {row.label: row for row in load_table(table).rows}[label]
     assert _composed([f"+experiment={name}"], tmp_path) == _composed(list(row.overrides), tmp_path)
     assert _composed([f"+experiment={name}", "seed=3"], tmp_path)["seed"] == 3  # overrides still apply after it
+
+
+# --- Ctrl-C and SIGTERM outside the run queue (issue 32): one line, no traceback, the report's files all or none.
+
+def _mini_runs(root: Path) -> Path:
+    for seed in (0, 1):
+        write_run(root / "mini_cifar10" / "none", f"seed{seed}", make_result(seed=seed, **{
+            "config.model.name": "resnet8", "config.drop.name": "none", "config.drop.top_rate": None,
+            "config.drop.retain_rate": None, "config.trainer.epochs": 50}))
+    return root
+
+
+@pytest.mark.parametrize("stop, status, line", [
+    (KeyboardInterrupt, 130, "stopped by Ctrl-C; nothing was written"),
+    ("SIGTERM", 143, "stopped by SIGTERM; nothing was written"),
+])
+def test_an_interrupted_report_writes_nothing_and_says_so_in_one_line(tmp_path, monkeypatch, capsys, stop, status,
+                                                                      line):
+    import signal
+
+    import selectscale.report.table_files as table_files
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt if stop is KeyboardInterrupt else experiments.Interrupted(signal.SIGTERM)
+
+    runs = _mini_runs(tmp_path / "runs")
+    argv = ["report", "mini_cifar10", "--seeds", "2", "--runs", str(runs)]
+    monkeypatch.setattr(table_files, "plot_curves", interrupted)  # after table.md, table.tex, summary.json
+    assert main([*argv, "--out", str(tmp_path / "new")]) == status
+    assert capsys.readouterr().err == line + "\n" and not (tmp_path / "new").exists()
+    old = tmp_path / "old" / "mini_cifar10"
+    old.mkdir(parents=True)
+    (old / "table.md").write_text("the previous table")
+    assert main([*argv, "--out", str(tmp_path / "old")]) == status
+    assert [path.name for path in old.iterdir()] == ["table.md"] and (old / "table.md").read_text() == (
+        "the previous table")  # no staging folder left, nothing replaced
+
+
+def test_a_report_renders_every_file_then_puts_them_in_place(tmp_path, capsys):
+    runs = _mini_runs(tmp_path / "runs")
+    assert main(["report", "mini_cifar10", "--seeds", "2", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(path.name for path in (tmp_path / "out").rglob("*")) == [
+        "curves.png", "mini_cifar10", "summary.json", "table.md", "table.tex"]  # no staging folder left behind
+    assert "mini_cifar10: 2 of 2 expected runs counted" not in capsys.readouterr().err  # complete: nothing to say
+
+
+def test_report_refuses_an_option_it_does_not_know(tmp_path, capsys):
+    assert main(["report", "table1", "--colour", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --colour: not an option of report") and err.count("\n") == 1
+
+
+def test_evaluate_turns_ctrl_c_into_one_line(tmp_path, monkeypatch, capsys):
+    import selectscale.evaluate as evaluate
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_run", interrupted)
+    assert evaluate.main([str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "stopped by Ctrl-C; nothing was written\n"

@@ -4,13 +4,17 @@ comparison per block (SelectScale against no drop and against the best other met
 Columns added for issue 12: ``p vs no drop`` and ``p vs best other`` on every row (Welch's two-sided test over
 per-seed errors, "n/a" below 2 seeds a side); with ``extra_columns`` also the best-epoch error (marked
 optimistic: it is chosen on the test data) and the min-max over seeds.
+
+``run_states`` (the report's plan, :mod:`selectscale.report.plan`, passed only when some expected run is not
+finished): the Markdown adds a "Runs" section with every expected run, its state (finished, running,
+interrupted, missing, foreign) and why; the LaTeX lists the runs not counted. Without it nothing changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import stats
 from .tables import (
@@ -24,6 +28,19 @@ from .tables import (
     mean_and_std,
     seed_count_flag,
 )
+
+RUNS_HEADER = ["row", "seed", "state", "why", "run directory"]
+
+
+class RunState(Protocol):
+    """What the renderers read of a planned run (:class:`selectscale.report.plan.PlannedRun`)."""
+
+    row: str
+    seed: int
+    run_dir: Path
+    state: str
+    reason: str
+
 
 BEST_EPOCH_HEADER = "best-epoch top-1 (%) (optimistic: chosen on test data)"
 TRAIN_HEADER = "final train top-1 (%) mean (n)"  # the last epoch's running error in training mode (metrics.jsonl)
@@ -148,8 +165,10 @@ def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> lis
 def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
                     title: str = "Results", provenance_lines: Sequence[str] = (),
                     skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
-                    extra_columns: bool = False, paper_header: str = "paper (%)") -> str:
-    """A Markdown section: title, provenance lines, the table, the comparisons, and the left-out result files.
+                    extra_columns: bool = False, paper_header: str = "paper (%)",
+                    run_states: Sequence[RunState] = ()) -> str:
+    """A Markdown section: title, provenance lines, the table, the comparisons, every expected run's state (when
+    ``run_states`` is given), and the left-out result files.
 
     ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
     header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
@@ -163,10 +182,32 @@ def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected
                   "diff = SelectScale minus the other, percentage points; best other = lowest mean of the methods "
                   "that are neither no drop nor SelectScale):", ""]
         lines += _markdown_table(COMPARISON_HEADER, comparisons)
+    lines += _markdown_runs(run_states)
     if skipped:
         lines += ["", f"> **Warning:** {len(skipped)} result file(s) left out of this table:", ">"]
         lines += [f"> - Left out: {path}: {reason}" for path, reason in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _state_counts(run_states: Sequence[RunState]) -> str:
+    counts: dict[str, int] = {}
+    for run in run_states:
+        counts[run.state] = counts.get(run.state, 0) + 1
+    return ", ".join(f"{count} {state}" for state, count in counts.items())
+
+
+def _markdown_runs(run_states: Sequence[RunState]) -> list[str]:
+    """The "Runs" section: every expected run, its state and why; [] without ``run_states``."""
+    if not run_states:
+        return []
+    counted = sum(run.state == "finished" for run in run_states)
+    body = [[run.row, str(run.seed), run.state, run.reason, str(run.run_dir)] for run in run_states]
+    counts = _state_counts(run_states)
+    return ["", "### Runs", "",
+            f"> **Warning:** {counted} of {len(run_states)} expected runs are counted above ({counts}). Only "
+            "finished runs of each row's own setting and seed count; running, interrupted and missing runs are not "
+            "in the means yet, and a foreign run (another setting or seed in a row's folder) never is.", "",
+            *_markdown_table(RUNS_HEADER, body)]
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -189,9 +230,10 @@ def _latex_tabular(header: Sequence[str], body: Sequence[Sequence[str]]) -> list
 def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_seeds: int | None = None,
                  title: str = "Results", provenance_lines: Sequence[str] = (),
                  skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
-                 extra_columns: bool = False, paper_header: str = "paper (%)") -> str:
+                 extra_columns: bool = False, paper_header: str = "paper (%)",
+                 run_states: Sequence[RunState] = ()) -> str:
     """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), the comparisons, then the
-    left-out files."""
+    runs not counted (when ``run_states`` is given) and the left-out files."""
     header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}", *_latex_tabular(header, body)]
     comparisons = comparison_cells(groups, paper)
@@ -200,6 +242,13 @@ def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_se
                   *_latex_tabular(COMPARISON_HEADER, comparisons)]
     lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in provenance_lines]
     lines.append(r"\end{table}")
+    not_counted = [run for run in run_states if run.state != "finished"]
+    if not_counted:
+        lines += [rf"% Warning: {len(run_states) - len(not_counted)} of {len(run_states)} expected runs counted "
+                  f"({_state_counts(run_states)})", r"\begin{itemize}"]
+        lines += [rf"\item Not counted: {latex_escape(f'{run.row} seed {run.seed}: {run.state}: {run.reason}')}"
+                  for run in not_counted]
+        lines.append(r"\end{itemize}")
     if skipped:
         lines += [rf"% Warning: {len(skipped)} result file(s) left out of this table", r"\begin{itemize}"]
         lines += [rf"\item Left out: {latex_escape(str(path))}: {latex_escape(reason)}" for path, reason in skipped]
