@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 import selectscale
-from selectscale.errors import one_line
+from selectscale.errors import SelectScaleError, one_line
 from selectscale.report.plan import PlannedRun, plan_table, state_counts
 from selectscale.report.specs import (  # the specs, loaded in the report layer (fig4 and the report read them)
     NAMES,
@@ -236,8 +236,8 @@ def _signals_interrupt():
 
 def command_line(argv: list[str]) -> str:
     """The command as the user gave it, shlex-quoted: what goes on after a stop."""
-    program = Path(sys.argv[0]).name if sys.argv and Path(sys.argv[0]).name.startswith("selectscale-") else (
-        f"{shlex.quote(sys.executable)} -m selectscale.experiments")
+    installed = bool(sys.argv) and Path(sys.argv[0]).name.startswith("selectscale-")  # the console script, as typed
+    program = shlex.quote(sys.argv[0]) if installed else f"{shlex.quote(sys.executable)} -m selectscale.experiments"
     return f"{program} {shlex.join(argv)}"
 
 
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return print_comparison([Path(name) for name in args.names])
     try:
         with _signals_interrupt():
-            return _main(args, extra, argv)
+            return _main(args, extra)
     except QueueStopped as stop:
         print(f"{stop}; go on with: {command_line(argv)}", file=sys.stderr, flush=True)
         return stop.exit_status
@@ -284,12 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         after = f"; go on with: {command_line(argv)}" if args.action == "run" else "; nothing was written"
         print(f"stopped by {name}{after}", file=sys.stderr, flush=True)
         return status
-    except ExperimentError as error:
+    except SelectScaleError as error:  # ExperimentError and the other known failures: one line
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        return error.exit_status
 
 
-def _main(args: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
+def _main(args: argparse.Namespace, extra: list[str]) -> int:
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")
     if args.snapshots < 0:

@@ -271,8 +271,13 @@ def test_a_bad_out_or_runs_folder_is_refused_before_anything_runs(tmp_path, star
     assert (tmp_path / "file").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_out_folder_is_refused(tmp_path, capsys):
-    (tmp_path / "out").mkdir(mode=0o555)
-    assert main(["report", "mini_cifar10", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
-    assert "is not writable (read-only)" in capsys.readouterr().err
+@pytest.mark.parametrize("action", ["run", "report"])
+def test_a_read_only_out_folder_is_refused(tmp_path, monkeypatch, started, capsys, action):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    real_access = os.access  # answer as for a user other than root, for whom permissions do not bite
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != out and real_access(path, mode))
+    assert main([action, "mini_cifar10", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 2 and started == []
+    err = capsys.readouterr().err
+    assert err == f"error: --out {out}: {out} is not writable (read-only); choose another --out (a folder, created " \
+        f"if missing); nothing was {'started' if action == 'run' else 'written'}\n"

@@ -252,6 +252,16 @@ def _recorded_config(run_dir: Path) -> dict | None:
     return None
 
 
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it is there but not a regular file (``a symbolic link``, ``a named pipe``, ...)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISDIR, "a folder"))
+    return None if stat.S_ISREG(mode) else next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def _where_a_file_is(path: Path) -> Path | None:
     """The file that lies where a folder on the way to ``path`` belongs, if any."""
     for parent in reversed(path.parents):
@@ -276,6 +286,9 @@ def plan_run(row: Row, seed: int, run_dir: Path, expectations: Sequence[Expected
         return planned("foreign", "a symbolic link in place of the run directory")
     if not stat.S_ISDIR(mode):
         return planned("foreign", "a file in place of the run directory")
+    lock = _not_a_file(run_dir / LOCK_FILE)
+    if lock:  # a link would make another run's lock look like this one's
+        return planned("foreign", f"{run_dir / LOCK_FILE} is {lock} where the run keeps its lock file")
     state, reason = _files_state(run_dir)
     if state == "finished":
         try:
