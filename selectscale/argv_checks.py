@@ -1,15 +1,19 @@
 """Checks of a ``train.py`` command line before Hydra runs, each failing with one line (Hydra itself reports
 such problems over several lines, with exit status 1, and in a multirun only when the bad job's turn comes):
 overrides that do not compose (every value of every sweep; one composition, plus one per further option of a swept
-config group) and run-directory values
-Hydra cannot use. The reasons come from Hydra's and OmegaConf's exception attributes, never their message text.
+config group), an option of one of Hydra's own groups that is not installed (``hydra/launcher=jobllib``), a key
+added with ``+`` that the typed schema does not declare, an ``${oc.env:VAR}`` whose variable is not set, and
+run-directory values Hydra cannot use. The reasons come from Hydra's and OmegaConf's exception attributes and
+from our own look-ups (Hydra's config search path, the schema, the file system), never their message text.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 
-from selectscale.engine.rundir import enclosing_run
+from selectscale.runs.directory import enclosing_run
 
 # Hydra command-line flags: those after which nothing is composed as usual (skip the check), and those
 # that take a value (skip the value).
@@ -31,6 +35,84 @@ def config_overrides(argv: list[str]) -> list[str] | None:
         elif not argument.startswith("-") and not argument.lstrip("+~").startswith(("hydra.", "hydra/")):
             overrides.append(argument)
     return overrides
+
+
+def hydra_group_overrides(argv: list[str]) -> list[str]:
+    """The overrides of Hydra's own config groups on a train.py command line (``hydra/launcher=joblib``)."""
+    found, skip_next = [], False
+    for argument in argv:
+        if skip_next:
+            skip_next = False
+        elif argument in _FLAGS_WITH_VALUE:
+            skip_next = True
+        elif not argument.startswith("-") and "=" in argument and argument.lstrip("+~").startswith("hydra/"):
+            found.append(argument)
+    return found
+
+
+# Hydra's plugins that this project documents, and how to install them (pyproject's extras).
+_PLUGIN_HINTS = {"hydra/launcher": "joblib comes with `pip install hydra-joblib-launcher` (the dev extra), "
+                                   "submitit_slurm and submitit_local with `pip install -e '.[slurm]'`"}
+
+
+def _hydra_group_error(texts: list[str], parser, loader) -> str | None:
+    """One line for an option of one of Hydra's own groups (launcher, sweeper, job_logging...) that is not on
+    Hydra's config search path (a misspelling, a plugin not installed), or a group Hydra does not have. The
+    options are read from the search path (``get_group_options``: Hydra's own configs and every installed
+    plugin's), never from Hydra's message."""
+    from hydra.errors import OverrideParseException
+
+    for text in texts:
+        try:
+            override = parser.parse_overrides([text])[0]
+        except OverrideParseException as error:
+            return _explain(error, text)
+        group = override.key_or_group
+        if override.is_delete():
+            continue
+        options = loader.get_group_options(group)
+        if not options:
+            groups = [f"hydra/{name}" for name in sorted(loader.list_groups("hydra"))]
+            close = difflib.get_close_matches(group, groups, n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
+            return f"{text}: Hydra has no config group {group}; {guess}its groups are {', '.join(groups)}"
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        for value in values:
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                guess = f"did you mean {group}={close[0]}? " if close else ""
+                installed = f"; {_PLUGIN_HINTS[group]}" if group in _PLUGIN_HINTS else ""
+                return (f"{group}={value}: no such option of {group}; {guess}the options installed here are "
+                        f"{', '.join(options)}{installed}")
+    return None
+
+
+def _undeclared_added_key(parsed: list, loader) -> str | None:
+    """One line for a key added with ``+`` (or ``++``) that the typed schema does not declare: Hydra adds any key
+    given so, even to a typed group, and the run would silently ignore it (``+trainer.some_typo=3``). A config
+    group selected with + (``+experiment=NAME``) is not a key. Groups listed in the schema's
+    EXTRA_KEYS_ALLOWED take any key (none does today)."""
+    from selectscale.engine.schema import undeclared_key
+
+    for override in parsed:
+        if not (override.is_add() or override.is_force_add()):
+            continue
+        key = override.key_or_group
+        if "/" in key or loader.get_group_options(key):  # a config group: Hydra checks its options itself
+            continue
+        found = undeclared_key(key)
+        if found is None:
+            continue
+        group, known = found
+        name = key.split(".")[group.count(".") + 1 if group else 0]
+        prefix = f"{group}." if group else ""
+        close = difflib.get_close_matches(name, known, n=1)
+        guess = f"did you mean {prefix}{close[0]} (set without +)? " if close else ""
+        where = f"{group} has" if group else "the config's top level has"
+        return (f"{override.input_line}: {where} no key {name!r}, and a key added with + must be one the schema "
+                f"declares (selectscale/engine/schema.py); {guess}its keys are {', '.join(known)}")
+    return None
 
 
 def _group_hint(override: str, config_dir: Path | None) -> str | None:
@@ -144,22 +226,30 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    from selectscale.engine.config import unset_variable_problem
+
     overrides = config_overrides(argv)
-    if not overrides:
+    hydra_groups = hydra_group_overrides(argv) if overrides is not None else []
+    if not overrides and not hydra_groups:
         return None
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())  # for glob()
+        loader = GlobalHydra.instance().config_loader()
+        parser = OverridesParser.create(config_loader=loader)  # for glob()
+        if problem := _hydra_group_error(hydra_groups, parser, loader):
+            return problem
         parsed = []
         for override in overrides:  # a syntax error names its own override
             try:
                 parsed.extend(parser.parse_overrides([override]))  # (sets the loader glob() needs)
             except OverrideParseException as error:
                 return _explain(error, override)
-        if problem := _empty_sweep(parsed):
+        if problem := _empty_sweep(parsed) or _undeclared_added_key(parsed, loader):
             return problem
         first = _first_values(parsed)
         cfg, problem = _compose(config_name, first, "", config_dir)
-        if problem:
+        if problem or (problem := unset_variable_problem(cfg)):  # an ${oc.env:VAR} whose VAR is not set
+            return problem
+        if is_multirun(argv) and (problem := _sweep_folder_problem(argv, parsed, config_name)):
             return problem
         for index, concrete, is_group in _further_values(parsed):
             problem = (_compose(config_name, [*first[:index], concrete, *first[index + 1:]], concrete, config_dir)[1]
@@ -167,6 +257,38 @@ def composition_error(argv: list[str], config_dir: Path, config_name: str = "tra
             if problem:
                 return problem
     return None
+
+
+def is_multirun(argv: list[str]) -> bool:
+    """Whether a train.py command line starts a multirun (``-m``, ``--multirun`` or ``hydra.mode=MULTIRUN``)."""
+    return any(a in ("-m", "--multirun") or (a.startswith("hydra.mode=") and "MULTIRUN" in a) for a in argv)
+
+
+def _sweep_folder_problem(argv: list[str], parsed: list, config_name: str) -> str | None:
+    """One line when the folder of a sweep's job would be longer than the file system allows (ENAMETOOLONG):
+    ``hydra.sweep.subdir`` is the job's overrides by default (``drop=selectscale,seed=1,...``), which grows with
+    every override. The job with the longest value of each sweep has the longest folder; Hydra composes it once
+    (``hydra.job.override_dirname`` is its own, with its exclude_keys) and the file system's limits are read."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    longest = [max((f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()), key=len)
+               if o.is_sweep_override() else o.input_line for o in parsed]
+    own = [a for a in argv if a.lstrip("+~").startswith(("hydra.", "hydra/")) and not a.startswith("hydra.mode=")]
+    try:
+        cfg = compose(config_name=config_name, overrides=[*longest, *own], return_hydra_config=True)
+        folder = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir", throw_on_resolution_failure=True)),
+                      str(OmegaConf.select(cfg, "hydra.sweep.subdir", throw_on_resolution_failure=True)))
+    except (OmegaConfBaseException, ValueError, TypeError):  # a runtime key only the launcher knows: not checked
+        return None
+    except Exception:  # noqa: BLE001  (Hydra reports it itself)
+        return None
+    path = folder.absolute()
+    label = f"the folder of the sweep's job with the longest values, {_short(str(folder))}"
+    problem = _too_long(label, "hydra.sweep.subdir", path, _deepest_existing(path))
+    return problem and (f"{problem}, e.g. 'hydra.sweep.subdir=${{hydra.job.num}}' (or fewer overrides: the default "
+                        "subdir names them all)")
 
 
 def _culprit(error: Exception, overrides: list[str]) -> str:
@@ -182,14 +304,20 @@ def _culprit(error: Exception, overrides: list[str]) -> str:
 def run_dir_error(argv: list[str], config_dir: Path | None = None) -> str | None:
     """One line if ``hydra.run.dir`` / ``hydra.sweep.dir`` / ``output_dir`` on the command line cannot be used
     (Hydra would fail with a traceback and status 1): a value Hydra cannot parse (non-ASCII unquoted), an
-    interpolation that does not resolve, a file or a dangling link in the way, a folder that is not writable,
-    or a place inside another run's directory."""
+    interpolation that does not resolve (an unset environment variable named), a folder name or a path longer
+    than the file system allows (ENAMETOOLONG), a file or a dangling link in the way (NotADirectoryError), a
+    folder that is not writable or on a read-only file system, or a place inside another run's directory. A value
+    with interpolations is checked as it resolves with the default config (so ``${model.name}`` counts as the
+    default model's name: a few characters either way)."""
     for argument in argv:
         key, _, value = argument.lstrip("+").partition("=")
         if key not in ("hydra.run.dir", "hydra.sweep.dir", "output_dir") or not value:
             continue
-        problem = _unparsable(key, value, argument) or (
-            _unresolvable(key, value, argument, config_dir) if "${" in value else _path_problem(key, value))
+        problem, resolved = _unparsable(key, value, argument), value
+        if problem is None and "${" in value:
+            problem, resolved = _unresolvable(key, value, argument, config_dir)
+        if problem is None and resolved is not None:
+            problem = _path_problem(key, value, resolved)
         if problem:
             return problem
     return None
@@ -207,39 +335,114 @@ def _unparsable(key: str, value: str, argument: str) -> str | None:
     return None
 
 
-def _unresolvable(key: str, value: str, argument: str, config_dir: Path | None) -> str | None:
-    """An interpolation in the path that names no key (Hydra's own runtime keys resolve later: not checked)."""
+def _unresolvable(key: str, value: str, argument: str, config_dir: Path | None) -> tuple[str | None, str | None]:
+    """(one line for an interpolation in the path that does not resolve, None) or (None, the resolved path, or
+    None where it cannot be known yet: Hydra's own runtime keys resolve later, and are not checked)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from selectscale.engine.config import unset_variable_message, unset_variables
+
+    if names := unset_variables(value):
+        return unset_variable_message(key, value, names[0]), None
     if config_dir is None:
-        return None
+        return None, None
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="train", overrides=[argument], return_hydra_config=True)
-        OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+        resolved = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
     except OmegaConfBaseException as error:
-        return f"{key}={value}: {str(error).splitlines()[0]}; fix the ${{...}} interpolation"
+        return f"{key}={value}: {str(error).splitlines()[0]}; fix the ${{...}} interpolation", None
     except Exception:  # noqa: BLE001  (anything else: Hydra reports it itself)
-        return None
+        return None, None
+    return None, str(resolved) if resolved is not None else None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """``text``, or its start and end around '...' when longer than ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]}"
+
+
+# Bytes below the run directory that a run's own files take (tensorboard/events.out.tfevents.<time>.<host>.<pid>.<n>,
+# checkpoint.prev.pt.sha256...): a run directory must leave that much of the file system's path limit.
+_RUN_FILES_DEPTH = 128
+
+
+def _path_limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _deepest_existing(path: Path) -> Path:
+    """The deepest folder of ``path`` (absolute) that exists, looked up from the root down, so that a component
+    too long to look up (ENAMETOOLONG) or a file in the way ends the walk instead of raising."""
+    existing = Path(path.anchor)
+    for part in path.parts[1:]:
+        try:
+            if not (existing / part).is_dir():
+                break
+        except OSError:
+            break
+        existing = existing / part
+    return existing
+
+
+def _too_long(label: str, key: str, path: Path, existing: Path) -> str | None:
+    """One line (starting with ``label``) when a folder name of ``path`` is longer than the file system's NAME_MAX,
+    or the path (with the files a run writes below it) longer than its PATH_MAX: ENAMETOOLONG, named, before Hydra
+    meets it; the fix is a shorter ``key``."""
+    name_max = _path_limit(existing, "PC_NAME_MAX", 255)
+    for part in path.parts[1:]:
+        if len(os.fsencode(part)) > name_max:
+            return (f"{label}: the folder name {_short(part, 40)} is {len(os.fsencode(part))} bytes, "
+                    f"longer than the {name_max} bytes the file system allows for one name (ENAMETOOLONG); choose "
+                    f"a shorter {key}")
+    path_max = _path_limit(existing, "PC_PATH_MAX", 4096)
+    if len(os.fsencode(str(path))) + _RUN_FILES_DEPTH >= path_max:
+        return (f"{label}: the path is {len(os.fsencode(str(path)))} bytes, and with the files a run "
+                f"writes in it (up to {_RUN_FILES_DEPTH} more) longer than the {path_max} bytes the file system "
+                f"allows (ENAMETOOLONG); choose a shorter {key}")
     return None
 
 
-def _path_problem(key: str, value: str) -> str | None:
-    import os
+def _path_problem(key: str, value: str, resolved: str | None = None) -> str | None:
+    """One line for a run directory ``resolved`` (the value ``value`` of ``key``, worked out) that cannot be
+    made or used; None when it can. Any other refusal of the file system met while looking is named too."""
+    path = Path(value if resolved is None else resolved).absolute()
+    try:
+        existing = _deepest_existing(path)
+        problem = _too_long(f"{key}={_short(value)}", key, path, existing)
+        if problem is None:
+            problem = _blocked(key, value, path, existing)
+    except OSError as error:
+        where = error.filename or path
+        return f"{key}={_short(value)}: {where} cannot be used ({error.strerror or error}); choose another {key}"
+    return problem
 
-    path = Path(value).absolute()
+
+def _blocked(key: str, value: str, path: Path, existing: Path) -> str | None:
+    """A dangling link, a file where a folder goes, a folder that is not writable, or a run directory around."""
     for link in (path, *path.parents):
         if link.is_symlink() and not link.exists():
             return f"{key}={value}: {link} is a link to {os.readlink(link)}, which does not exist; fix or remove it"
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{key}={value}: {existing} is a file, not a folder; choose another {key}"
+    blocker = existing / path.relative_to(existing).parts[0] if existing != path else None
+    if blocker is not None and os.path.lexists(blocker):  # a file (or anything but a folder) in the way
+        return f"{key}={value}: {blocker} is a file, not a folder; choose another {key}"
+    if _read_only_file_system(existing):
+        return f"{key}={value}: {existing} is on a read-only file system; choose another {key}"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{key}={value}: {existing} is not writable; choose another {key}"
     if (inside := enclosing_run(path)) is not None:  # before Hydra makes the folder in it
         return f"{key}={value}: run directory {value} is inside the run directory {inside}; choose another {key}"
     return None
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (which stops root too, unlike permissions)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
