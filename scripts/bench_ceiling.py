@@ -34,8 +34,8 @@ from torch import nn
 
 from selectscale.engine import register_configs
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.results import cpu_model
 from selectscale.models.complexity import count_macs
+from selectscale.runs.result import cpu_model
 
 MODELS = ("resnet8", "resnet20", "resnet110", "wrn20_4")
 

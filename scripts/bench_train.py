@@ -42,9 +42,9 @@ from torchvision import transforms as T
 from selectscale.data import CIFAR_MEAN_STD, DeviceLoader
 from selectscale.engine import register_configs
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.results import cpu_model
 from selectscale.engine.steps import StepContext, StepSettings, autocast_device, evaluate, train_epoch
 from selectscale.models.complexity import count_macs
+from selectscale.runs.result import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = CIFAR_MEAN_STD["cifar10"]

@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from selectscale.engine.results import environment, git_commit
 from selectscale.report.specs import ExperimentError, load_table
+from selectscale.runs.result import environment, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 MACHINE_KEYS = ("cpu_model", "cpu_native_bf16", "python", "torch", "torchvision")  # cpu_count: 2 on every kind

@@ -24,12 +24,11 @@ from omegaconf.errors import OmegaConfBaseException
 import selectscale
 from selectscale.data import build_dataset, build_loaders
 from selectscale.drop import apply_at_inference
-from selectscale.engine.config import ConfigError, validate
+from selectscale.engine.config import validate
 from selectscale.engine.distributed import choose_device
-from selectscale.engine.model_setup import build_model
 from selectscale.engine.steps import autocast_device, evaluate
-from selectscale.figures.errors import FigureError
-from selectscale.figures.runs import load_trained_run
+from selectscale.errors import ConfigError, FigureError, SelectScaleError
+from selectscale.runs import load_run
 
 CHANGEABLE = ("dataset.", "trainer.device", "trainer.batch_size", "trainer.amp", "trainer.cpu_amp",
               "trainer.channels_last")
@@ -48,8 +47,8 @@ def _with_overrides(cfg, overrides: list[str]):
 
 def evaluate_run(run_dir: Path, overrides: list[str], with_drops: bool, repeats: int) -> dict:
     """The run's test metrics (fractions), over ``repeats`` passes with drops on, or one pass without."""
-    cfg, weights = load_trained_run(run_dir)
-    cfg = _with_overrides(OmegaConf.merge(cfg, {"model": {"pretrained": None}}), overrides)  # weights: the run's
+    run = load_run(run_dir)  # refuses a checkpoint of another setting (ForeignRunError)
+    cfg = _with_overrides(OmegaConf.merge(run.config, {"model": {"pretrained": None}}), overrides)  # the run's weights
     validate(cfg)
     device = choose_device(str(cfg.trainer.device), local_rank=0)
     data = cfg.dataset
@@ -57,8 +56,10 @@ def evaluate_run(run_dir: Path, overrides: list[str], with_drops: bool, repeats:
                            num_classes=data.num_classes)
     _, test = build_loaders(bundle, cfg.trainer.batch_size, seed=cfg.seed, device=device,
                             channels_last=cfg.trainer.channels_last, workers=data.workers)
-    model = build_model(cfg, bundle.num_classes, device)
-    model.load_state_dict(weights, strict=True)
+    model = run.build_model(device, cfg)  # ForeignRunError when the weights are not this network's
+    if bundle.num_classes != run.num_classes():
+        raise ConfigError(f"the data set has {bundle.num_classes} classes, the run was trained on {run.num_classes()}: "
+                          "evaluate on a copy of the run's own data set")
     model.eval()
     passes = []
     for _ in range(repeats if with_drops else 1):
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeats < 1:
             raise ConfigError(f"--repeats={args.repeats} must be >= 1")
         result = evaluate_run(args.run_dir, args.overrides, args.with_drops, args.repeats)
-    except (ConfigError, FigureError, FileNotFoundError, ValueError) as error:
+    except (SelectScaleError, FigureError, FileNotFoundError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (evaluation writes no file)

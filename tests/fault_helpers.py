@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from selectscale.engine.checkpoint import load_checkpoint
+from selectscale.runs.checkpoint import load_checkpoint, read_checkpoint_file, verified_payload
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train.py"
@@ -119,7 +119,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def weights(run_dir: Path, name: str = "checkpoint.pt") -> dict:
-    return torch.load(run_dir / name, map_location="cpu", weights_only=True)["model"]
+    return read_checkpoint_file(run_dir / name)["model"]
 
 
 def same_weights(one: dict, two: dict) -> bool:
@@ -127,12 +127,12 @@ def same_weights(one: dict, two: dict) -> bool:
 
 
 def sidecar_matches(path: Path) -> bool:
-    sidecar = path.with_name(path.name + ".sha256")
-    return (path.is_file() and sidecar.is_file()
-            and hashlib.sha256(path.read_bytes()).hexdigest() == sidecar.read_text().strip())
+    """Whether ``path`` is a checkpoint that verifies (its own checksum, or an earlier version's sidecar)."""
+    return path.is_file() and verified_payload(path) is not None
 
 
 def write_sidecar(path: Path) -> None:
+    """An earlier version's checkpoint format: the file as it is, with a matching ``.sha256`` sidecar."""
     path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
 
 

@@ -6,7 +6,7 @@ import copy
 import json
 from pathlib import Path
 
-from selectscale.engine.results import RESULT_FILE
+from selectscale.runs.result import RESULT_FILE
 
 DELETE = object()  # an override value that removes the key
 

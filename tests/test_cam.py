@@ -16,9 +16,9 @@ from torch import nn
 
 from selectscale import figures
 from selectscale.engine import fit, register_configs
-from selectscale.engine.checkpoint import save_checkpoint
 from selectscale.figures.cam import cam_spread, class_activation_maps, normalise_maps, raw_class_activation_maps
 from selectscale.models import create_model
+from selectscale.runs.checkpoint import save_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 register_configs()
@@ -190,10 +190,10 @@ def mixed_data_run(run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case, message", [
-    ("empty", "holds no valid checkpoint.pt"),
+    ("empty", "holds no config.yaml: train a run there first"),
     ("index", "--images index 128 is out of range"),
     ("labels", "--labels has 1 labels for 2 runs"),
-    ("mixed", "use different data sets"),
+    ("mixed", "belongs to another run: it was trained with dataset.train_size=256 (config.yaml: 512)"),
     ("no_snapshots", "train with trainer.snapshot_epochs=[...]"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(runs, tmp_path, capsys, case, message):

@@ -120,8 +120,8 @@ def test_cosine_schedule_and_linear_curriculum():
 
 def test_sweep_folder_names_leave_out_only_runtime_keys():
     # a key left out of hydra's override_dirname must not change the result, or two sweep jobs would share a folder
-    from selectscale.engine.config_history import RUNTIME_KEYS
     from selectscale.paths import config_dir
+    from selectscale.runs.history import RUNTIME_KEYS
 
     train = OmegaConf.load(config_dir() / "train.yaml")
     assert set(train.hydra.job.config.override_dirname.exclude_keys) <= RUNTIME_KEYS

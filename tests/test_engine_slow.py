@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from selectscale.runs.checkpoint import read_checkpoint_file
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     for one, two in zip(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), strict=True):
         assert two["test_images"] == one["test_images"] == 256  # every test image exactly once
         assert two["train_loss"] == pytest.approx(one["train_loss"], rel=5e-4)
-    weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("single", "ddp")]
+    weights = [read_checkpoint_file(tmp_path / name / "checkpoint.pt")["model"] for name in ("single", "ddp")]
     keys = [k for k, v in weights[0].items() if "running_" not in k and v.is_floating_point()]
     difference = sum(float((weights[0][k] - weights[1][k]).pow(2).sum()) for k in keys) ** 0.5
     norm = sum(float(weights[0][k].pow(2).sum()) for k in keys) ** 0.5

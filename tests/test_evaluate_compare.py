@@ -40,7 +40,7 @@ def test_evaluate_with_drops_at_inference_and_other_settings(finished, capsys):
     with pytest.raises(ConfigError, match="model.name=resnet20: only the data and how to run may change"):
         evaluate_run(run_dir, ["model.name=resnet20"], with_drops=False, repeats=1)
     assert main([str(run_dir.parent / "missing")]) == 2
-    assert "holds no valid checkpoint.pt" in capsys.readouterr().err
+    assert "is not a run directory (no such folder)" in capsys.readouterr().err
 
 
 def test_compare_groups_by_the_differing_settings_with_welch_p(tmp_path, capsys):

@@ -33,14 +33,14 @@ from fault_helpers import (
 )
 from PIL import Image
 
-from selectscale.engine import atomic as atomic_module
-from selectscale.engine import checkpoint as checkpoint_module
 from selectscale.engine import fit, register_configs
-from selectscale.engine.atomic import OutputWriteError
-from selectscale.engine.checkpoint import CheckpointError, load_checkpoint
+from selectscale.errors import CheckpointError, OutputWriteError
+from selectscale.runs import checkpoint as checkpoint_module
+from selectscale.runs import files as atomic_module
+from selectscale.runs.checkpoint import load_checkpoint, read_checkpoint_file
 
 pytestmark = pytest.mark.slow
-fit_module = importlib.import_module("selectscale.engine.fit")  # the package exports fit(), not the module
+fit_module = importlib.import_module("selectscale.engine.trainer")  # the package exports fit(), not the module
 register_configs()
 
 
@@ -132,7 +132,7 @@ def test_a_disk_that_stays_full_is_a_clear_checkpoint_error(tmp_path, monkeypatc
 
 CHECKPOINT_RENAME_FAILS = """
 import errno, os, types
-import selectscale.engine.checkpoint as checkpoint
+import selectscale.runs.checkpoint as checkpoint
 renames = {"latest": 0}
 class FailingOs(types.ModuleType):
     def __getattr__(self, name):
@@ -264,7 +264,7 @@ def test_checkpoint_carrying_code_is_refused_even_with_a_matching_sha256(in_proc
     is never created, a warning names the file, and the run does not resume from it: it starts afresh and ends
     exactly like the uninterrupted run (every epoch in metrics.jsonl). A plain load would have run the code."""
     marker = tmp_path / "marker"
-    state = torch.load(in_process_reference / "checkpoint.prev.pt", weights_only=True)
+    state = read_checkpoint_file(in_process_reference / "checkpoint.prev.pt")
     assert state["epoch"] == IN_PROCESS_EPOCHS - 1
     state["evil"] = CodeOnLoad(marker)
     run_dir = tmp_path / "run"

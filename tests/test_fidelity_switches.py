@@ -20,12 +20,12 @@ from selectscale.drop import Selectout, SelectScale, build_drop, drop_factory, d
 from selectscale.drop.functional import num_top_maps, round_count, select_scale, selectout
 from selectscale.engine import ConfigError, register_configs
 from selectscale.engine.config import validate
-from selectscale.engine.config_history import ADDED_KEYS, with_added_keys
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.rundir import config_differences
 from selectscale.engine.schedule import drop_strength, learning_rate, steps_to_strength
 from selectscale.models import create_model
 from selectscale.report.collect import setting_of
+from selectscale.runs.directory import config_differences
+from selectscale.runs.history import ADDED_KEYS, with_added_keys
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 register_configs()

@@ -43,4 +43,4 @@ def test_curves_start_at_the_clean_error_and_render(trained_run, tmp_path, monke
 
 def test_a_directory_without_a_run_is_a_one_line_error(tmp_path, capsys):
     assert figures.main(["fig3", str(tmp_path)]) == 2
-    assert "holds no valid checkpoint.pt" in capsys.readouterr().err
+    assert "holds no config.yaml: train a run there first" in capsys.readouterr().err

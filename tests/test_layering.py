@@ -64,3 +64,35 @@ def test_train_py_starts_without_torchvision():
             ".imagenet_val_transform\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+RUN_FILE_NAMES = {"config.yaml", "result.json", "metrics.jsonl", "train.log", ".lock", "checkpoint.pt",
+                  "checkpoint.prev.pt", ".checkpoint.staged.pt", "checkpoint.pt.sha256", "checkpoint.prev.pt.sha256"}
+OPENERS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "load", "save"}  # also torch.load/save
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if "runs" not in p.relative_to(PACKAGE).parts[:1]],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_runs_package_names_or_opens_a_run_directorys_files(path):
+    """Issue 32: selectscale/runs/ is the only code that reads or writes a run directory's files. Outside it no
+    module spells a run file's name, and a module that takes a name from runs.layout never opens a file itself
+    (open, read_text, write_text, torch.load, ...): it asks the runs package."""
+    tree = ast.parse(path.read_text())
+    named = sorted({node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                    and isinstance(node.value, str) and node.value in RUN_FILE_NAMES})
+    assert not named, f"{path.relative_to(PACKAGE)} names run files {named}: use selectscale.runs"
+    layout_names = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and (node.module or "").startswith("selectscale.runs.layout") for alias in node.names}
+    opened = sorted({ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", ""))
+                     in OPENERS and layout_names & {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}})
+    assert not opened, f"{path.relative_to(PACKAGE)} opens run files itself: {opened}; ask selectscale.runs"
+
+
+def test_the_report_loads_no_network_or_training_loop():
+    """engine/__init__ imports lazily: rendering tables must not import the models or the training loop."""
+    code = ("import sys, selectscale.report, selectscale.report.plan, selectscale.report.table_files\n"
+            "bad = [m for m in ('selectscale.models', 'selectscale.engine.trainer', 'selectscale.drop') "
+            "if m in sys.modules]\nassert not bad, bad\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

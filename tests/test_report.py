@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from report_fixtures import DELETE, make_result, write_run
 
-from selectscale.engine.config_history import ADDED_KEYS
-from selectscale.engine.results import RESULT_FILE
 from selectscale.report import collect, flatten_config, group, render_latex, render_markdown, setting_of
+from selectscale.runs.history import ADDED_KEYS
+from selectscale.runs.result import RESULT_FILE
 
 
 @pytest.fixture

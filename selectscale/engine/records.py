@@ -4,17 +4,15 @@ a tqdm bar on an interactive terminal. Only rank 0 writes; other ranks get a log
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import OutputWriteError, write_atomic
-from .config import ConfigError
-
-METRICS_FILE = "metrics.jsonl"
+from selectscale.errors import OutputWriteError
+from selectscale.runs.layout import TENSORBOARD, check_entry
+from selectscale.runs.metrics import append_metrics
 
 log = logging.getLogger("selectscale")
 
@@ -35,26 +33,26 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
         """``purge_step``: on resume, TensorBoard hides events at or after this epoch from the first run."""
         self.enabled = enabled
-        self.path = run_dir / METRICS_FILE
+        self.run_dir = run_dir
         self._writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+            check_entry(run_dir / TENSORBOARD, folder=True)
+            self._writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD), purge_step=purge_step)
 
     def log_epoch(self, record: dict) -> None:
         """Append one epoch's record, plot it, and print the one-line summary."""
         if not self.enabled:
             return
+        append_metrics(self.run_dir, record)  # first and fsynced: the epoch counts once it is here
         try:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
             for key, tag in TENSORBOARD_TAGS.items():
                 if record.get(key) is not None:
                     self._writer.add_scalar(tag, record[key], record["epoch"])
             self._writer.flush()
         except OSError as error:  # a full disk: exit 5 like a failed checkpoint; the last checkpoint is intact
-            raise OutputWriteError(f"could not write {self.path} or its TensorBoard events: "
+            raise OutputWriteError(f"could not write the TensorBoard events of {self.run_dir}: "
                                    f"{error.strerror or error}; the previous checkpoints are intact (free disk "
                                    "space, then resume with trainer.resume=auto)") from error
         log.info(summary_line(record))
@@ -84,47 +82,6 @@ def summary_line(record: dict) -> str:
         text += (f" | test loss {record['test_loss']:.4f} top-1 {100 * record['test_top1_error']:.2f}% "
                  f"top-5 {100 * record['test_top5_error']:.2f}%")
     return text + f" | {record['images_per_second']:.0f} img/s | {record['seconds']:.1f} s"
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The epoch records of metrics.jsonl. A damaged last line (a write cut short by a kill) is dropped with a
-    warning: a resume writes that epoch again. A damaged line before it raises ConfigError naming it."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return []
-    try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is unreadable ({error}); move it away to resume without its history") from error
-    records = []
-    for number, line in enumerate(lines, start=1):
-        record = _parse_record(line)
-        if record is not None:
-            records.append(record)
-        elif number == len(lines):
-            log.warning("%s: its last line is damaged (a write cut short); dropping it, the epoch is trained again",
-                        path)
-        else:
-            raise ConfigError(f"{path} line {number} is damaged (not an epoch record); fix or delete that line, "
-                              "or move the file away to resume without its history; nothing was changed")
-    return records
-
-
-def _parse_record(line: str) -> dict | None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
-
-
-def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Drop records after ``last_epoch`` (written after the checkpoint a resume starts from), atomically."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return
-    records = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def progress_bar(total: int, epoch: int, enabled: bool):

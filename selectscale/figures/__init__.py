@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selectscale.figures.errors import FigureError
+from selectscale.errors import FigureError, SelectScaleError, one_line
 
 __all__ = ["FigureError", "main"]
 
@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in commands[args.figure].run(args):
             print(f"wrote {path}")
-    except FigureError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except SelectScaleError as error:  # FigureError, and a run directory refused (RunDirError, ForeignRunError)
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C; nothing was written", file=sys.stderr)
+        return 130
     return 0

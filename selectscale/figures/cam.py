@@ -25,10 +25,11 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from selectscale.data import DatasetBundle
-from selectscale.engine.checkpoint import list_snapshots, load_weights
 from selectscale.engine.model_setup import build_model
 from selectscale.figures.errors import FigureError
-from selectscale.figures.runs import Split, data_identity, load_trained_run, open_split, training_record
+from selectscale.figures.runs import Split, data_identity, open_split, training_record
+from selectscale.runs import load_run
+from selectscale.runs.checkpoint import list_snapshots, load_weights
 
 SPREAD_THRESHOLD = 0.5
 BATCH = 50  # images per forward pass: bounds memory for ImageNet ResNet-50 (2048 x 7 x 7 features each)
@@ -104,7 +105,7 @@ def run_columns(run_dirs: list[Path], labels: list[str] | None) -> list[Column]:
         raise FigureError(f"--labels has {len(labels)} labels for {len(run_dirs)} runs: give one label per run")
     columns = []
     for run_dir, label in zip(run_dirs, labels, strict=True):
-        cfg, weights = load_trained_run(run_dir)
+        cfg, weights = _config_and_weights(run_dir)
         columns.append(Column(label, run_dir, cfg, weights, *training_record(run_dir, cfg)))
     first = columns[0]
     for column in columns[1:]:
@@ -118,7 +119,7 @@ def snapshot_columns(run_dirs: list[Path], labels: list[str] | None) -> list[Col
     """Figure 1: one column per weight snapshot of one run, in epoch order."""
     if len(run_dirs) != 1:
         raise FigureError(f"--snapshots takes one run directory, got {len(run_dirs)}: pass the run with snapshots")
-    cfg, _ = load_trained_run(run_dirs[0])
+    cfg, _ = _config_and_weights(run_dirs[0])
     snapshots = dict(sorted(list_snapshots(run_dirs[0]).items()))
     if not snapshots:
         raise FigureError(f"{run_dirs[0]} has no weight snapshots: train with trainer.snapshot_epochs=[...]")
@@ -291,3 +292,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     render_grid(png, split, rows, columns, [maps for _, _, maps in grid], [p for _, p, _ in grid], args.target)
     write_markdown(markdown, args, split, bundle, columns, rows, spread, split.labels[spread_indices])
     return [markdown, png]
+
+
+def _config_and_weights(run_dir: Path) -> tuple:
+    """(config, weights) of a trained run (:func:`selectscale.runs.load_run`, with its belongs-to checks)."""
+    run = load_run(run_dir)
+    return run.config, run.weights

@@ -22,8 +22,9 @@ from selectscale.data import DeviceLoader, build_dataset
 from selectscale.drop import apply_at_inference, drop_factory
 from selectscale.engine.steps import evaluate
 from selectscale.figures.errors import FigureError
-from selectscale.figures.runs import load_trained_run, training_record
+from selectscale.figures.runs import training_record
 from selectscale.models import create_model
+from selectscale.runs import load_run
 
 RETAIN_RATES = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 SELECTOUT_TOP_RATE = 0.5  # Selectout needs 1 - p <= t: 0.5 admits every rate plotted, down to 0.5
@@ -69,7 +70,7 @@ def error_with_drop_at_inference(cfg, weights: dict, loader, method: str, retain
 
 def inference_drop_curves(run_dir: Path, data_root: str | None, repeats: int, device: str = "cpu") -> dict:
     """{method: [(retain_rate, mean error, std error)]}, plus the clean error under key ``clean``."""
-    cfg, weights = load_trained_run(run_dir)
+    cfg, weights = _config_and_weights(run_dir)
     if cfg.dataset.name == "imagenet":
         raise FigureError(f"{run_dir} is an ImageNet run; Figure 3 is a CIFAR experiment (WRN-20-4 on CIFAR-10)")
     bundle = build_dataset(cfg.dataset.name, data_root or cfg.dataset.root, num_train=cfg.dataset.train_size,
@@ -102,7 +103,7 @@ def render(curves: dict, run_dir: Path, out: Path, label: str, notes: tuple[str,
     axes.invert_xaxis()
     axes.set(xlabel="retaining rate at inference", ylabel="test error (%)", title=label)
     axes.legend()
-    cfg, _ = load_trained_run(run_dir)
+    cfg, _ = _config_and_weights(run_dir)
     epochs, data = training_record(run_dir, cfg)
     figure.text(0.01, 0.01, f"{cfg.model.name}, seed {cfg.seed}; data: {data}; epochs: {epochs}", fontsize=6,
                 color="0.3")
@@ -134,3 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[Path]:
     curves = inference_drop_curves(args.run_dir, args.data, args.repeats)
     return render(curves, args.run_dir, args.out, args.label or args.run_dir.name, tuple(args.note))
+
+
+def _config_and_weights(run_dir: Path) -> tuple:
+    """(config, weights) of a trained run (:func:`selectscale.runs.load_run`, with its belongs-to checks)."""
+    run = load_run(run_dir)
+    return run.config, run.weights

@@ -1,4 +1,5 @@
-"""Finished runs as the figure commands read them: config and weights, and the data they saw."""
+"""Finished runs as the figure commands show them: the data they saw and what their records say (the run itself,
+config and weights, comes from :func:`selectscale.runs.load_run`)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from selectscale.data import BadImageError, CifarSplit, DatasetBundle, build_dataset, imagenet_val_transform
-from selectscale.engine.checkpoint import load_checkpoint
-from selectscale.engine.config_history import complete_config
-from selectscale.engine.results import read_result
-from selectscale.figures.errors import FigureError
-
-
-def load_trained_run(run_dir: Path):
-    """(config, model state dict) of a finished run directory."""
-    state = load_checkpoint(run_dir)
-    if state is None or not (run_dir / "config.yaml").is_file():
-        raise FigureError(f"{run_dir} holds no valid checkpoint.pt and config.yaml: train a run there first")
-    return complete_config(OmegaConf.load(run_dir / "config.yaml")), state["model"]
+from selectscale.errors import FigureError, RunDirError
+from selectscale.runs.result import read_result
 
 
 @dataclass
@@ -77,7 +68,7 @@ def training_record(run_dir: Path, cfg: DictConfig) -> tuple[str, str]:
     """(epochs trained, data trained on) as the run's result.json records them."""
     try:
         result = read_result(run_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RunDirError):
         result = None
     if not result:
         return f"unknown (no readable result.json; configured {cfg.trainer.epochs})", f"{cfg.dataset.name}"

@@ -17,9 +17,12 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from ..engine.config_history import RUNTIME_KEYS, flatten, with_added_keys
-from ..engine.records import METRICS_FILE
-from ..engine.results import RESULT_FILE, SCHEMA_VERSION
+from selectscale.errors import RunDirError
+from selectscale.runs.files import read_text
+from selectscale.runs.history import RUNTIME_KEYS, flatten, with_added_keys
+from selectscale.runs.layout import RESULT_FILE
+from selectscale.runs.metrics import read_metrics_lenient
+from selectscale.runs.result import SCHEMA_VERSION
 
 # Config keys that do not change the experiment: the seed (averaged over) and the engine's runtime keys.
 KEYS_OUTSIDE_SETTING = RUNTIME_KEYS | {"seed"}
@@ -87,7 +90,7 @@ class UnusableResult(ValueError):
 
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to ``{"a.b.c": value}`` (the engine's :func:`~selectscale.engine.config_history.flatten`);
+    """Nested dicts to ``{"a.b.c": value}`` (the engine's :func:`~selectscale.runs.history.flatten`);
     lists become tuples so that every value is hashable."""
     return {key: _hashable(value) for key, value in flatten(config, prefix).items()}
 
@@ -198,22 +201,14 @@ def row_from_result(path: Path, result: Any) -> RunRow:
     )
 
 
-def _metric_lines(path: Path) -> list[dict]:
-    """The epoch records of ``path`` (metrics.jsonl); [] when the file is missing or any line is damaged."""
-    try:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return []
-    return records if all(isinstance(record, dict) for record in records) else []
-
-
 def _fraction(value: Any) -> float | None:
     return float(value) if _is_number(value) and 0.0 <= value <= 1.0 else None
 
 
-def with_metrics(row: RunRow, metrics_path: Path) -> RunRow:
-    """``row`` with its best-epoch test error, final training error and test curve from ``metrics_path``."""
-    records = _metric_lines(metrics_path)
+def with_metrics(row: RunRow, run_dir: Path) -> RunRow:
+    """``row`` with its best-epoch test error, final training error and test curve from the run's metrics.jsonl
+    (none of them when it is missing, not a regular file or damaged anywhere)."""
+    records = read_metrics_lenient(run_dir)
     curve, train = (_curve(records, key) for key in ("test_top1_error", "train_top1_error"))
     final_train = _fraction(records[-1].get("train_top1_error")) if records else None
     return replace(row, best_test_top1_error=min((error for _, error in curve), default=None),
@@ -229,7 +224,9 @@ def _curve(records: list[dict], key: str) -> tuple[tuple[int, float], ...]:
 def read_row(path: Path) -> RunRow:
     """Read and check one result.json file; :class:`UnusableResult` says why it cannot be a row."""
     try:
-        text = path.read_text()
+        text = read_text(path)  # never through a link, never blocking on a pipe
+    except RunDirError as error:
+        raise UnusableResult("not a regular file (a link, pipe or folder): not this run's result.json") from error
     except OSError as error:
         raise UnusableResult(f"unreadable: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
@@ -244,7 +241,7 @@ def read_row(path: Path) -> RunRow:
         row = row_from_result(path, result)
     except (TypeError, KeyError, AttributeError) as error:  # a field of the wrong kind where a mapping belongs
         raise UnusableResult(f"a field has the wrong type ({type(error).__name__}: {_short(str(error))})") from error
-    return with_metrics(row, path.with_name(METRICS_FILE))
+    return with_metrics(row, path.parent)
 
 
 def find_result_files(roots: list[Path]) -> list[Path]:
@@ -254,7 +251,7 @@ def find_result_files(roots: list[Path]) -> list[Path]:
         if root.is_file():
             found.add(root)
         elif root.is_dir():
-            found.update(path for path in root.rglob(RESULT_FILE) if path.is_file())
+            found.update(path for path in root.rglob(RESULT_FILE) if path.is_file() or path.is_symlink())
         else:
             raise FileNotFoundError(f"no such file or directory to collect results from: {root}")
     return sorted(found)

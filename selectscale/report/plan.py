@@ -25,8 +25,6 @@ rule keeps it apart from runs on real images).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import stat
@@ -39,19 +37,13 @@ from typing import Any
 import yaml
 
 from selectscale.paths import config_dir
+from selectscale.runs.files import read_text
+from selectscale.runs.history import RUNTIME_KEYS
+from selectscale.runs.layout import CONFIG_FILE, RESULT_FILE
+from selectscale.runs.state import run_state
 
 from .collect import RunRow, UnusableResult, read_row, setting_of
 from .specs import Row, Table
-
-try:  # the run directory's own package (issue 32); the engine's modules before it existed
-    from selectscale.runs.layout import CHECKPOINT_FILES, CONFIG_FILE, LOCK_FILE, RESULT_FILE
-except ImportError:  # pragma: no cover - older layout
-    CONFIG_FILE, RESULT_FILE, LOCK_FILE = "config.yaml", "result.json", ".lock"
-    CHECKPOINT_FILES = ("checkpoint.pt", ".checkpoint.staged.pt", "checkpoint.prev.pt")
-try:
-    from selectscale.runs.history import RUNTIME_KEYS
-except ImportError:  # pragma: no cover - older layout
-    from selectscale.engine.config_history import RUNTIME_KEYS
 
 STATES = ("finished", "running", "interrupted", "missing", "foreign")
 GROUPS = ("model", "drop", "dataset", "schedule", "curriculum")  # GROUP=OPTION overrides checked by name
@@ -188,78 +180,17 @@ def mismatch(setting: dict[str, Any], seed: Any, expected_seed: int, expectation
     return None
 
 
-def _is_locked(run_dir: Path) -> bool:
-    """Whether another process holds ``run_dir``'s lock now: a read-only open that never creates the file, never
-    follows a link and never blocks on a pipe."""
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        from selectscale.runs.files import read_text
-    except ImportError:  # pragma: no cover - older layout
-        if os.path.islink(path):
-            raise OSError(errno.ELOOP, "a symbolic link", str(path)) from None
-        return path.read_text()
-    return read_text(path)
-
-
-def _files_state(run_dir: Path) -> tuple[str, str]:
-    """(state, reason) from the directory's files alone (:func:`selectscale.runs.state.run_state` where it exists)."""
-    if _is_locked(run_dir):
-        return "running", "another process holds its lock"
-    try:
-        from selectscale.runs.state import run_state
-    except ImportError:  # pragma: no cover - older layout
-        pass
-    else:
-        return run_state(run_dir)
-    try:  # pragma: no cover - older layout
-        result = json.loads(_read_text(run_dir / RESULT_FILE))
-    except FileNotFoundError:
-        result = None
-    except (OSError, ValueError):
-        return "interrupted", "result.json is unreadable"
-    if isinstance(result, dict) and result.get("complete") is True:
-        return "finished", "complete"
-    if isinstance(result, dict) or any(os.path.lexists(run_dir / name) for name in (*CHECKPOINT_FILES, CONFIG_FILE)):
-        return "interrupted", "started, not finished"
-    return "missing", "no run files"
-
-
 def _recorded_config(run_dir: Path) -> dict | None:
     """An unfinished run's config: config.yaml, else the config in its incomplete result.json; None if neither."""
     for name, parse in ((CONFIG_FILE, yaml.safe_load), (RESULT_FILE, json.loads)):
         try:
-            data = parse(_read_text(run_dir / name))
-        except (OSError, ValueError, yaml.YAMLError):  # absent, a link, not UTF-8, not YAML/JSON: train.py names it
+            data = parse(read_text(run_dir / name))
+        except (OSError, ValueError, yaml.YAMLError):  # absent, a link, not UTF-8: train.py names it
             continue
         config = data.get("config") if name == RESULT_FILE and isinstance(data, dict) else data
         if isinstance(config, dict):
             return config
     return None
-
-
-def _not_a_file(path: Path) -> str | None:
-    """What ``path`` is when it is there but not a regular file (``a symbolic link``, ``a named pipe``, ...)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return None
-    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISDIR, "a folder"))
-    return None if stat.S_ISREG(mode) else next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def _where_a_file_is(path: Path) -> Path | None:
@@ -286,10 +217,7 @@ def plan_run(row: Row, seed: int, run_dir: Path, expectations: Sequence[Expected
         return planned("foreign", "a symbolic link in place of the run directory")
     if not stat.S_ISDIR(mode):
         return planned("foreign", "a file in place of the run directory")
-    lock = _not_a_file(run_dir / LOCK_FILE)
-    if lock:  # a link would make another run's lock look like this one's
-        return planned("foreign", f"{run_dir / LOCK_FILE} is {lock} where the run keeps its lock file")
-    state, reason = _files_state(run_dir)
+    state, reason = run_state(run_dir)  # a link, pipe or folder where a run file goes: "foreign"
     if state == "finished":
         try:
             result = read_row(run_dir / RESULT_FILE)

@@ -17,18 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from selectscale.data.loader import derive_seed
+from selectscale.errors import ConfigError, Preempted
+from selectscale.runs import directory as rundir
+from selectscale.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
+from selectscale.runs.history import flatten
+from selectscale.runs.lock import RunDirLock
+from selectscale.runs.metrics import read_metrics, truncate_metrics
+from selectscale.runs.result import SCHEMA_VERSION, environment, git_commit, hardware, read_result, write_result
 
-from . import distributed, rundir
-from .atomic import OutputWriteError
-from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
-from .config import ConfigError, validate
-from .config_history import flatten
+from . import distributed
+from .config import validate
 from .data_setup import build_data
 from .model_setup import build_model
-from .records import MetricsLogger, read_metrics, truncate_metrics
-from .results import RESULT_FILE, SCHEMA_VERSION, environment, git_commit, hardware, read_result, write_json_atomic
-from .runlock import RunDirLock
-from .signals import Preempted, PreemptionFlag
+from .records import MetricsLogger
+from .signals import PreemptionFlag
 from .steps import StepContext, StepSettings, evaluate, train_epoch
 
 log = logging.getLogger("selectscale")
@@ -57,6 +59,7 @@ def fit(cfg: DictConfig) -> dict:
                 if rundir.check_run_dir(run_dir, cfg) == "complete":  # again, under the lock: another may have written
                     raise ConfigError(f"run directory {run_dir} was completed by another process meanwhile; "
                                       "nothing to do")
+                rundir.recover(run_dir)  # finish a checkpoint rotation that a kill interrupted
             trainer = Trainer(cfg, ctx, run_dir)  # data and model: bad files fail here, before anything is written
             with rundir.held_log_records() as early_records:  # for train.log, which does not exist yet
                 trainer.resume()  # a checkpoint of other settings is refused before config.yaml or train.log exist
@@ -249,10 +252,5 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch, full_epochs=self.steps_per_epoch == len(self.data.train),
         )
         if self.ctx.is_main:
-            try:
-                write_json_atomic(self.run_dir / RESULT_FILE, result)
-            except OSError as error:  # a full disk: the previous result.json is intact (atomic write)
-                raise OutputWriteError(f"could not write {self.run_dir / RESULT_FILE}: {error.strerror or error}; "
-                                       "the previous checkpoints and results are intact (free disk space, then "
-                                       "resume with trainer.resume=auto)") from error
+            write_result(self.run_dir, result)  # atomic: a full disk leaves the previous result.json intact
         return result

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_atomic
+from selectscale.errors import OutputWriteError
+
+from .files import read_text, write_atomic
+from .layout import RESULT_FILE, check_entry
 
 SCHEMA_VERSION = 1
-RESULT_FILE = "result.json"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -76,18 +78,27 @@ def hardware(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """``payload`` as indented JSON into ``path``, atomically and durably (:func:`.atomic.write_atomic`)."""
-    write_atomic(path, json.dumps(payload, indent=2) + "\n")
+def write_result(run_dir: Path, payload: dict) -> None:
+    """``payload`` as the run's result.json (indented JSON), atomically and durably; OutputWriteError (one line)
+    when it cannot be written: the previous result.json is intact."""
+    path = Path(run_dir) / RESULT_FILE
+    check_entry(path)
+    try:
+        write_atomic(path, json.dumps(payload, indent=2) + "\n")
+    except OSError as error:
+        raise OutputWriteError(f"could not write {path}: {error.strerror or error}; the previous checkpoints and "
+                               "results are intact (free disk space, then resume with trainer.resume=auto)") from error
 
 
 def read_result(run_dir: Path) -> dict | None:
-    """The run's result.json, or None if there is none; ValueError (with the reason) if it is not a JSON object."""
-    path = run_dir / RESULT_FILE
-    if not path.exists():
-        return None
+    """The run's result.json, or None if there is none; ValueError (with the reason) if it is not a JSON object,
+    RunDirError if a link, pipe or folder stands in its place."""
+    path = Path(run_dir) / RESULT_FILE
+    check_entry(path)
     try:
-        result = json.loads(path.read_text())
+        result = json.loads(read_text(path))
+    except FileNotFoundError:
+        return None
     except (UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"not readable JSON: {type(error).__name__}") from error
     if not isinstance(result, dict):
