@@ -174,6 +174,16 @@ gpu-evidence-dry-run: $(INSTALLED) ## scripts/gpu_evidence.sh --dry-run: every s
 	test -s $(SMOKE_DIR)/gpu_evidence/report.md && test -s $(SMOKE_DIR)/gpu_evidence/mini_cifar10/summary.json
 	rm -rf $(SMOKE_DIR)/gpu_evidence
 
+# A real one-node Slurm on this machine (issue 33; root and Debian's slurmctld slurmd slurm-client munge): daemons in the
+# background, stopped by PID. The same code starts the Slurm of tests/test_slurm.py. stdlib only: no .venv needed.
+SLURM_DIR ?= /tmp/selectscale-slurm
+.PHONY: slurm-up slurm-down
+slurm-up: ## Start a one-node Slurm (partition debug) in SLURM_DIR and print the `export SLURM_CONF=...` line
+	$(PYTHON) scripts/slurm_local.py up $(SLURM_DIR)
+
+slurm-down: ## Stop the Slurm of slurm-up (its jobs cancelled, its daemons stopped by PID)
+	$(PYTHON) scripts/slurm_local.py down $(SLURM_DIR)
+
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

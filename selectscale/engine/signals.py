@@ -1,8 +1,11 @@
 """Preemption: SIGTERM/SIGINT/SIGUSR2 set a flag; the loop finishes the current step, checkpoints and exits.
 
-SIGUSR2 is what SLURM sends before a job's time limit (``--signal=USR2@90``, submitit's default), and submitit
-installs its own handler for it that requeues the job and exits. Ours takes the signal first, so the
-checkpoint is written, and then hands it to the handler that was there before (submitit's), which requeues.
+SIGUSR2 is what Slurm sends before a job's time limit (``--signal=USR2@120``: the launcher preset
+``submitit_slurm_requeue``'s ``signal_delay_s``, submitit's default), and submitit installs its own handler for it
+that requeues the job (a timeout, up to ``max_num_timeout`` times) and exits. Ours takes the signal first, so the
+checkpoint is written, and then hands it to the handler that was there before (submitit's), which requeues. SIGTERM
+is what Slurm sends at a preemption (``scontrol requeue``): checkpoint and exit 3; Slurm itself requeues the job.
+Tested against a real Slurm in tests/test_slurm.py.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ __all__ = ["Preempted", "PreemptionFlag"]
 
 
 class PreemptionFlag:
-    """Context manager installing handlers for SIGTERM and SIGINT (main thread only)."""
+    """Context manager installing handlers for SIGTERM, SIGINT and SIGUSR2 (main thread only)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
     FORWARDED = signal.SIGUSR2  # passed on to the previous handler once the checkpoint is written
