@@ -129,9 +129,10 @@ def test_another_studys_run_copied_into_a_row_is_foreign_and_a_table_of_only_suc
     write_run(run_dir(runs, "none", 0).parent, "seed0", result(0, **{"config.model.name": "wrn20_8"}))
     assert states(runs, 1)["none/seed0"] == ("foreign", "model.name is wrn20_8, the row sets model=resnet8")
     assert main(["report", "mini_cifar10", "--seeds", "1", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no finished runs of mini_cifar10" in err and "1 foreign" in err
-    assert not (tmp_path / "out").exists()
+    lines = capsys.readouterr().err.splitlines()  # every run's state, row by row, then the one error line
+    assert lines[-1].startswith("error: no finished runs of mini_cifar10") and "1 foreign" in lines[-1]
+    assert "mini_cifar10/none/seed0: foreign: model.name is wrn20_8" in "\n".join(lines[:-1])
+    assert len(lines) == 2 + 8 and not (tmp_path / "out").exists()  # the counts, 8 runs, the error
 
 
 @pytest.mark.parametrize("setup, state, reason", [
@@ -281,3 +282,59 @@ def test_a_read_only_out_folder_is_refused(tmp_path, monkeypatch, started, capsy
     err = capsys.readouterr().err
     assert err == f"error: --out {out}: {out} is not writable (read-only); choose another --out (a folder, created " \
         f"if missing); nothing was {'started' if action == 'run' else 'written'}\n"
+
+
+@pytest.mark.slow
+def test_a_table_stopped_at_random_moments_finishes_every_run_exactly_once(tmp_path):
+    """Issue 32's 'done when': a table (2 rows x 2 seeds, 3 one-step epochs, 2 at a time) SIGTERMed at seeded random
+    moments and run again until it finishes: after each stop the report names every run not finished, row by row;
+    at the end every run is complete, with each epoch exactly once in metrics.jsonl and no duplicate folder."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    common = ["mini_cifar10", "--rows", "none,selectscale", "--seeds", "2", "--epochs", "3", "--runs", str(runs)]
+    command = [sys.executable, "-m", "selectscale.experiments", "run", *common, "--parallel", "2",
+               *experiments.SMOKE_OVERRIDES]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng, stops = random.Random(32), 0
+    for round_number in range(3):  # two rounds stopped at random moments, then one left to finish
+        queue = subprocess.Popen(command, cwd=repo, env=env, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+        if round_number < 2:
+            time.sleep(rng.uniform(3.0, 12.0))
+            if queue.poll() is None:
+                os.killpg(queue.pid, signal.SIGTERM)
+        out_text, err = queue.communicate(timeout=240)
+        assert "Traceback" not in err, err
+        if queue.returncode == 0:
+            break
+        if queue.returncode == -signal.SIGTERM:  # stopped while Python was still starting: before any job
+            assert "[start]" not in out_text, out_text
+            continue
+        assert queue.returncode == 3 and "go on with: " in err, err
+        stops += 1
+        plan = plan_table(select_rows(load_table("mini_cifar10"), "none,selectscale"), runs, 2, epochs=3)
+        unfinished = [run.name for run in plan if run.state != "finished"]
+        report = subprocess.run([sys.executable, "-m", "selectscale.experiments", "report", "mini_cifar10", "--seeds",
+                                 "2", "--epochs", "3", "--runs", str(runs), "--out", str(out)],  # every row listed
+                                cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in report.stderr, report.stderr
+        if all(run.state == "missing" for run in plan):  # stopped before any run wrote a file: one line says so
+            assert "no finished runs of mini_cifar10" in report.stderr, report.stderr
+        else:
+            assert all(name in report.stderr for name in unfinished), (unfinished, report.stderr)
+    else:
+        raise AssertionError("the table did not finish when left to run")
+    assert stops >= 1, "no round was stopped: the test proved nothing"
+    folders = sorted(p.parent.relative_to(runs) for p in runs.rglob("config.yaml"))
+    assert [str(f) for f in folders] == [f"mini_cifar10/{row}/seed{s}" for row in ("none", "selectscale")
+                                         for s in (0, 1)]
+    for folder in folders:
+        result = json.loads((runs / folder / "result.json").read_text())
+        epochs = [json.loads(line)["epoch"] for line in (runs / folder / "metrics.jsonl").read_text().splitlines()]
+        assert result["complete"] is True and epochs == [1, 2, 3], (folder, epochs)

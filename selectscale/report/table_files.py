@@ -143,7 +143,14 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
     ``epochs`` and ``extra`` say what the runs were trained with beyond their rows (:func:`plan_table`); ``warn``
     gets the one-line problems (default: stderr)."""
     plan = plan_table(table, runs, seeds, epochs=epochs, extra=extra)
-    groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds, plan)
+    say = warn or (lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds, plan)
+    except ExperimentError:
+        if any(run.state != "missing" for run in plan):  # started but none finished: every run's state, row by row
+            for line in problem_lines(table, plan, ()):
+                say(line)
+        raise
     complete = all(run.state == "finished" for run in plan)
     listed = () if complete else plan
     command = f"python -m selectscale.experiments report {table.name} --runs {runs}" + (
@@ -157,7 +164,7 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
         raise ExperimentError(f"cannot write the report of {table.name} into {out} ({error.strerror or error}): "
                               "free space or choose another --out; nothing was written") from error
     for line in problem_lines(table, plan, skipped):
-        (warn or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+        say(line)
     return [final for _, final in outputs]
 
 
