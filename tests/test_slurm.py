@@ -372,29 +372,32 @@ def test_slurm_tasks_train_one_ddp_run(slurm_cluster, tmp_path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("slurm")
 def test_a_table_through_slurm_reports_a_cancelled_job_and_picks_it_up(slurm_cluster, tmp_path):
-    """``make table1 LAUNCHER=submitit_slurm_requeue`` at smoke size (two rows, 1 seed, 1 epoch, 16 images): a job
-    killed with ``scancel`` is noticed without accounting (squeue), its row is reported, and the same command
-    again trains it; the other row is kept."""
+    """``make table1 LAUNCHER=submitit_slurm_requeue`` at smoke size (two rows, 1 seed, 16 images, one step an
+    epoch; 10 epochs, so that the first row's job is killed while it trains): a job killed with ``scancel`` is
+    noticed without accounting (squeue), its row is reported, and the same command again resumes it from its
+    checkpoint; the other row is kept."""
     from selectscale.experiments import SMOKE_OVERRIDES
 
     rows = "resnet110-none,resnet110-selectscale"
     command = [sys.executable, "-m", "selectscale.experiments", "run", "table1", "--launcher",
-               "submitit_slurm_requeue", "--seeds", "1", "--epochs", "1", "--rows", rows, "--runs",
+               "submitit_slurm_requeue", "--seeds", "1", "--epochs", "10", "--rows", rows, "--runs",
                str(tmp_path / "runs"), *SMOKE_OVERRIDES, "hydra.callbacks.slurm_polling.poll_s=2"]
+    killed = tmp_path / "runs" / "table1" / "resnet110-none" / "seed0"
     env = slurm_cluster.env(clean_env())
     first = start(command, tmp_path, env)
-    job = wait_for(lambda: only_job(slurm_cluster), 120, "first row's job", first)
-    wait_for(lambda: job_state(slurm_cluster, job) == "RUNNING", 60, "first row's job running", first)
-    slurm_cluster.run("scancel", job)
+    wait_for(lambda: epochs_done(killed) >= 1, 180, "first row's first epoch", first, poll=0.1)
+    slurm_cluster.run("scancel", wait_for(lambda: only_job(slurm_cluster), 30, "first row's job"))
     status, out, err = finish(first)
     assert status == 2, err[-3000:]
     assert "sacct failed" in out  # no accounting on the test cluster: states come from squeue
     assert "rows resnet110-none (exit 1) had failed runs" in err and "run the same target again" in err
+    assert 1 <= epochs_done(killed) < 10
     kept = tmp_path / "runs" / "table1" / "resnet110-selectscale" / "seed0" / "result.json"
     assert json.loads(kept.read_text())["complete"]
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 of 2 rows to run" in again.stdout
+    assert re.search(r"resumed .* at epoch [2-9]", (killed / "train.log").read_text())
     for row in rows.split(","):
         result = tmp_path / "runs" / "table1" / row / "seed0" / "result.json"
         assert json.loads(result.read_text())["complete"]
