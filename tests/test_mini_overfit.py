@@ -237,3 +237,16 @@ def test_study_source_commit_names_the_study_commit_only_on_its_machine_kind(tmp
         0, 0.2, **{"code": {"commit": "89abcde", "dirty": False, "source": "ccc-ddd"}, "environment": XEON}))
     assert script.main(["--commit", "mini_overfit"]) == 2
     assert "mix code versions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("study, per_stage", [("mini_overfit", "0/0/1"), ("mini_overfit_subset", "0/1/1")])
+def test_each_study_flags_its_chosen_selectout_as_a_near_no_op(study, per_stage):
+    """Issue 34: Selectout at top 0.2 and retain 0.99 (ResNet-20) or 0.98 (ResNet-8) drops round((1 - p) C) maps of
+    the 16, 32 and 64 of each stage: fewer than one a drop layer on average, flagged where the rate is chosen."""
+    text = (ROOT / "results" / study / "selection.md").read_text()
+    (choice,) = [line for line in text.splitlines() if line.startswith("- selectout: ")]
+    assert "**near no-op: drops" in choice
+    retain = json.loads((ROOT / "results" / study / "selection.json").read_text())["chosen"]["selectout"]["retain_rate"]
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| selectout-top0.2-retain{retain} |")]
+    assert f"drops {'0.33' if per_stage == '0/0/1' else '0.67'} maps a layer: {per_stage} at C = 16/32/64" in row
+    assert "near no-op" in row

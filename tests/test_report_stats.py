@@ -1,14 +1,30 @@
-"""Welch's t-test, the p-value columns and the per-block comparisons of every rendered table (issue 12)."""
+"""Welch's t-test, the p-value columns and the per-block comparisons of every rendered table (issue 12); the
+ordering verdicts that count only separated pairs, the minimum detectable difference and the near-no-op flag
+(issue 34)."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
+import torch
 from report_fixtures import make_result, write_run
+from scipy import stats as scipy_stats
 
+from selectscale.drop import Selectout, SpatialDropout
 from selectscale.report import collect, comparison_cells, group, render_latex, render_markdown, table_cells, welch_test
-from selectscale.report.stats import format_p, ordering_as_paper, paper_number
+from selectscale.report.evidence import summary_power, write_summary
+from selectscale.report.selection import drop_load, format_load, near_no_op_flag
+from selectscale.report.stats import (
+    block_power,
+    format_p,
+    minimum_detectable_difference,
+    ordering_as_paper,
+    paper_number,
+    pooled_sd,
+)
 
 
 def test_welch_matches_the_closed_form_at_two_degrees_of_freedom():
@@ -65,7 +81,11 @@ def test_table_has_p_columns_and_the_comparison_block(tmp_path):
     assert rows["selectscale"]["p vs best other"] == (
         f"{format_p(welch_test([3.9, 4.0, 3.8], [4.2, 4.3]))} (spatial_scale)")
     (line,) = comparison_cells(groups, PAPER)
-    assert line[0] == "wrn20_8" and line[1] == "selectscale" and line[3] == "spatial_scale" and line[5] == "yes"
+    assert line[0] == "wrn20_8" and line[1] == "selectscale" and line[3] == "spatial_scale"
+    # spatial_scale (4.25, n = 2) against spatial_dropout (4.40): ordered as in the paper, but not separated
+    assert line[6].startswith("in part: ") and "1 of 6 pairs not resolved" in line[6]
+    assert "spatial_scale < spatial_dropout" not in line[6] and "selectscale < none as in paper (p" in line[6]
+    assert line[5] == f"{block_power(groups).mdd:.2f}"
     assert line[2].startswith("-1.13, t=") and "dof=" in line[2]
     text = render_markdown(groups, paper=PAPER, expected_seeds=3)
     assert "| block | SelectScale row |" in text and "Welch's unequal-variance t-test" in text
@@ -81,13 +101,126 @@ def test_one_seed_gives_n_a_never_a_number(tmp_path):
     assert "p n/a (< 2 seeds a side)" in line[2] and line[3] == "—"
 
 
-def test_ordering_names_the_pairs_that_differ(tmp_path):
+def test_ordering_names_only_the_reversals_welch_separates(tmp_path):
     groups = write_block(tmp_path, {"none": [4.0, 4.1], "spatial_scale": [4.5, 4.6], "selectscale": [4.3, 4.2]})
     (line,) = comparison_cells(groups, PAPER)
-    assert line[5].startswith("no: ")
-    assert "spatial_scale < none in paper, not here" in line[5] and "selectscale < none in paper, not here" in line[5]
-    assert "selectscale < spatial_scale" not in line[5]  # that pair is ordered as in the paper
+    assert line[6].startswith("no: ")
+    assert welch_test([4.5, 4.6], [4.0, 4.1]).p < 0.05  # reversed and separated: named, with its p
+    assert "spatial_scale < none in paper, reversed here (p=0.019)" in line[6]
+    assert welch_test([4.3, 4.2], [4.0, 4.1]).p > 0.05  # reversed in the means only: not resolved, not named
+    assert "selectscale < none" not in line[6] and "2 of 3 pairs not resolved" in line[6]
     assert ordering_as_paper(groups[:1], {}, str).startswith("n/a")
+
+
+def test_an_ordering_among_rows_that_do_not_differ_is_not_resolved(tmp_path):
+    """Means in the reverse of the paper's order, every pair within noise: no verdict either way (issue 34)."""
+    groups = write_block(tmp_path, {"none": [4.0, 5.0, 4.5], "spatial_dropout": [4.6, 4.1, 5.1],
+                                    "selectscale": [5.2, 4.2, 4.7]})
+    (line,) = comparison_cells(groups, PAPER)
+    assert line[6] == "not resolved: no pairwise difference significant at alpha 0.05 (3 pairs, Welch, two-sided)"
+    text = render_markdown(groups, paper=PAPER)
+    assert "ordering as paper (pairs with Welch p < 0.05)" in text and "not here" not in text
+
+
+def test_an_ordering_is_yes_only_when_every_pair_is_separated_and_agrees(tmp_path):
+    groups = write_block(tmp_path, {"none": [5.0, 5.1, 5.05], "spatial_dropout": [4.4, 4.5, 4.45],
+                                    "selectscale": [3.9, 4.0, 3.95]})
+    (line,) = comparison_cells(groups, PAPER)
+    assert line[6] == "yes (all 3 pairs as in paper, each at alpha 0.05)"
+
+
+def _power_by_simulation(difference: float, sd: float, n: int, draws: int = 40000) -> float:
+    """The share of two-sided two-sample t-tests (alpha 0.05) that reject at a true ``difference``: Monte Carlo."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, sd, (draws, n))
+    b = rng.normal(difference, sd, (draws, n))
+    return float(np.mean(scipy_stats.ttest_ind(a, b, axis=1).pvalue < 0.05))
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_minimum_detectable_difference_has_80_percent_power(n):
+    mdd = minimum_detectable_difference(1.5, n)
+    assert _power_by_simulation(mdd, 1.5, n) == pytest.approx(0.80, abs=0.01)
+    assert _power_by_simulation(0.8 * mdd, 1.5, n) < 0.7  # and not much less suffices
+    assert minimum_detectable_difference(3.0, n) == pytest.approx(2 * mdd)  # proportional to the SD
+
+
+def test_the_minimum_detectable_difference_in_known_cases():
+    # n = 5 a side: Cohen's d = 2.024 (G*Power's "t tests - means: two independent groups", 80%, two-tailed 0.05)
+    assert minimum_detectable_difference(1.0, 5) == pytest.approx(2.0244, abs=5e-4)
+    # large n: the normal approximation (z_0.975 + z_0.8) sd sqrt(2 / n)
+    normal = (scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)) * math.sqrt(2.0 / 5000)
+    assert minimum_detectable_difference(1.0, 5000) == pytest.approx(normal, rel=1e-3)
+    assert minimum_detectable_difference(1.0, 1) is None and minimum_detectable_difference(0.0, 5) is None
+    assert pooled_sd([(1.0, 5), (2.0, 3), (9.0, 1)]) == pytest.approx(math.sqrt((4 * 1.0 + 2 * 4.0) / 6))
+
+
+def test_the_minimum_detectable_difference_is_rendered_and_summarised(tmp_path):
+    groups = write_block(tmp_path / "runs", {"none": [5.0, 5.2, 4.9], "spatial_dropout": [4.4, 4.5, 4.3],
+                                             "selectscale": [3.9, 4.0, 3.8, 4.1]})
+    design = block_power(groups)
+    sd = pooled_sd([(entry.top1_std, entry.n) for entry in groups])
+    assert design.n == 3 and design.rows == 3 and design.mdd == pytest.approx(minimum_detectable_difference(sd, 3))
+    text = render_markdown(groups, paper=PAPER)
+    assert f"wrn20_8: {design.mdd:.2f} pp (n = 3 a row, pooled SD {sd:.2f} pp over 3 rows)" in text
+    assert "noncentral t distribution (scipy.stats.nct)" in text and r"80\% power" in render_latex(groups, paper=PAPER)
+    path = write_summary(groups, tmp_path / "summary.json", {})
+    payload = json.loads(path.read_text())
+    (block,) = payload["minimum_detectable_difference"]
+    assert block["block"] == "wrn20_8" and block["mdd"] == round(design.mdd, 4) and block["n_per_row"] == 3
+    assert summary_power([path])["mdd"] == pytest.approx(minimum_detectable_difference(
+        pooled_sd([(row["test_top1_error_std"], row["n"]) for row in payload["rows"]]), 3), abs=1e-3)
+
+
+def _row(tmp_path, drop: dict, model: str = "resnet20"):
+    result = make_result(0, 0.3, **{"config.model.name": model, "config.drop": drop})
+    return collect([write_run(tmp_path, f"{model}-{'-'.join(map(str, drop.values()))}", result)]).rows[0]
+
+
+def _maps_zeroed_by(layer, channels: int) -> int:
+    """How many whole maps the real layer zeroes in one training forward of one sample with ``channels`` maps."""
+    y = layer.train()(torch.rand(1, channels, 8, 8) + 0.1)
+    return int((y.flatten(2).abs().amax(dim=2) == 0).sum())
+
+
+def test_near_no_op_counts_use_the_layers_own_rounding(tmp_path):
+    """ResNet-20's Selectout at top 0.2, retain 0.99 (results/mini_overfit/'s choice) drops round(0.16, 0.32,
+    0.64) = 0, 0, 1 maps in its 16-, 32- and 64-channel layers: flagged; the real layer drops as many."""
+    load = drop_load(_row(tmp_path, {"name": "selectout", "top_rate": 0.2, "retain_rate": 0.99}))
+    assert len(load.layers) == 18 and load.by_channels() == {16: 0.0, 32: 0.0, 64: 1.0} and load.near_no_op
+    for channels, maps in load.by_channels().items():
+        assert _maps_zeroed_by(Selectout(0.2, 0.99), channels) == maps
+    assert format_load(load) == "drops 0.33 maps a layer: 0/0/1 at C = 16/32/64 (18 layers); near no-op"
+    retain98 = drop_load(_row(tmp_path, {"name": "selectout", "top_rate": 0.2, "retain_rate": 0.98}, "resnet8"))
+    assert retain98.by_channels() == {16: 0.0, 32: 1.0, 64: 1.0} and len(retain98.layers) == 6
+    assert [_maps_zeroed_by(Selectout(0.2, 0.98), c) for c in (16, 32, 64)] == [0, 1, 1]
+
+
+def test_near_no_op_spatial_dropout_is_its_expected_count_and_scaling_is_never_flagged(tmp_path):
+    mild = drop_load(_row(tmp_path, {"name": "spatial_dropout", "retain_rate": 0.98}))
+    assert mild.by_channels() == pytest.approx({16: 0.32, 32: 0.64, 64: 1.28}) and mild.near_no_op
+    chosen = drop_load(_row(tmp_path, {"name": "spatial_dropout", "retain_rate": 0.95}))
+    assert chosen.mean == pytest.approx((0.8 + 1.6 + 3.2) / 3) and not chosen.near_no_op
+    torch.manual_seed(0)
+    zeroed = sum(_maps_zeroed_by(SpatialDropout(0.95), 64) for _ in range(400)) / 400
+    assert zeroed == pytest.approx(3.2, abs=0.4)  # (1 - p) C maps in expectation
+    scale = drop_load(_row(tmp_path, {"name": "selectscale", "top_rate": 0.1, "retain_rate": 0.9}))
+    assert scale.by_channels() == {16: 2.0, 32: 3.0, 64: 6.0} and not scale.near_no_op
+    assert drop_load(_row(tmp_path, {"name": "none"})) is None
+
+
+def test_a_near_no_op_row_is_flagged_in_the_table_and_the_summary(tmp_path):
+    for seed, error in enumerate((30.0, 31.0)):
+        write_run(tmp_path / "runs", f"selectout{seed}", make_result(seed, error / 100, **{
+            "config.model.name": "resnet20", "config.drop": {"name": "selectout", "top_rate": 0.2,
+                                                              "retain_rate": 0.99}}))
+    groups = group(collect([tmp_path / "runs"]).rows, by=("model", "drop"))
+    header, body = table_cells(groups, None, None)
+    flag = "near no-op: drops 0.33 maps a drop layer on average (< 1)"
+    assert near_no_op_flag(groups[0]) == flag and flag in dict(zip(header, body[0], strict=True))["flags"]
+    (row,) = json.loads(write_summary(groups, tmp_path / "summary.json", {}).read_text())["rows"]
+    assert flag in row["flags"] and row["maps_per_drop_layer"]["near_no_op"] is True
+    assert row["maps_per_drop_layer"]["by_channels"] == {"16": 0.0, "32": 0.0, "64": 1.0}
 
 
 def test_extra_columns_best_epoch_and_range(tmp_path):

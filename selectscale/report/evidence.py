@@ -3,8 +3,11 @@
 
 ``summary.json`` holds one object per method: n, mean and sample std of the last-epoch test error, the mean
 final-epoch training error (from metrics.jsonl), and Welch's two-sided p against no drop and against the best
-other method of its block (null where undefined). ``curves.png`` draws each method's test error (left) and
-training error (right) over epochs: the mean over seeds as a line, the min-max over seeds as a band.
+other method of its block (null where undefined), what the row's drop setting does per drop layer of its network
+(``maps_per_drop_layer``: the verb, the mean, the count per channel count, ``near_no_op``), and, per block, the
+minimum detectable difference between two rows (``minimum_detectable_difference``: 80% power, two-sided alpha
+0.05, n a row and the pooled SD; :mod:`selectscale.report.stats`). ``curves.png`` draws each method's test
+error (left) and training error (right) over epochs: the mean over seeds as a line, the min-max over seeds as a band.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import stats
-from .render import group_label
+from .render import block_label, group_label
+from .selection import drop_load, near_no_op_flag
 from .tables import Group, final_train_mean
 
 
@@ -41,15 +45,38 @@ def summary_rows(groups: Sequence[Group]) -> list[dict]:
             "p_vs_none": None if entry is none else _p(stats.compare(entry, none)),
             "best_other": None if other is None else group_label(other),
             "p_vs_best_other": _p(stats.compare(entry, other)),
-            "flags": list(entry.flags),
+            "maps_per_drop_layer": _load(entry),
+            "flags": [*entry.flags, *filter(None, [near_no_op_flag(entry)])],
         })
+    return rows
+
+
+def _load(entry: Group) -> dict | None:
+    """What the row's drop setting does per drop layer at full strength (selection.drop_load); None without."""
+    load = None if entry.mixed_settings or not entry.rows else drop_load(entry.rows[0])
+    if load is None:
+        return None
+    return {"verb": load.verb, "mean": round(load.mean, 4), "layers": len(load.layers),
+            "by_channels": {str(channels): round(maps, 4) for channels, maps in load.by_channels().items()},
+            "near_no_op": load.near_no_op}
+
+
+def power_rows(groups: Sequence[Group]) -> list[dict]:
+    """Per block with >= 2 rows of >= 2 runs: its minimum detectable difference (pp) and what it rests on."""
+    rows = []
+    for key, block in stats.blocks(groups).items():
+        design = stats.block_power(block)
+        if design is not None:
+            rows.append({"block": block_label(key), "n_per_row": design.n, "rows_pooled": design.rows,
+                         "pooled_sd": round(design.pooled_sd, 4), "mdd": round(design.mdd, 4),
+                         "alpha": design.alpha, "power": design.power, "method": stats.MDD_METHOD})
     return rows
 
 
 def write_summary(groups: Sequence[Group], path: Path, provenance: dict) -> Path:
     """``path`` = {"provenance": ..., "units": ..., "rows": summary_rows(groups)} as JSON."""
     payload = {"provenance": provenance, "units": "percent (test and train top-1 error)",
-               "rows": summary_rows(groups)}
+               "rows": summary_rows(groups), "minimum_detectable_difference": power_rows(groups)}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
@@ -113,3 +140,34 @@ def _zoom_to_late_epochs(axis, groups: Sequence[Group], name: str = "test_curve"
         late += [mean for epoch, mean, _, _ in curve if epoch > curve[-1][0] / 2]
     if late:
         axis.set_ylim(bottom=max(0.0, min(late) - 5.0), top=max(late) + 8.0)
+
+
+def summary_power(paths: Sequence[Path]) -> dict:
+    """The minimum detectable difference (pp) of the rows of one or more ``summary.json`` files taken as one block:
+    n = their smallest n, SD pooled over every row with >= 2 runs (for a summary whose runs are not committed)."""
+    rows = [row for path in paths for row in json.loads(Path(path).read_text())["rows"]
+            if row.get("n", 0) >= 2 and row.get("test_top1_error_std") is not None]
+    if len(rows) < 2:
+        raise ValueError(f"{', '.join(map(str, paths))}: fewer than 2 rows with >= 2 runs")
+    sd = stats.pooled_sd([(row["test_top1_error_std"], row["n"]) for row in rows])
+    n = min(row["n"] for row in rows)
+    return {"files": [str(path) for path in paths], "n_per_row": n, "rows_pooled": len(rows),
+            "pooled_sd": round(sd, 4), "mdd": round(stats.minimum_detectable_difference(sd, n), 4),
+            "alpha": stats.ALPHA, "power": stats.POWER, "method": stats.MDD_METHOD}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m selectscale.report.evidence mdd SUMMARY.json [SUMMARY.json ...]``: the minimum detectable
+    difference of the files' rows pooled as one block, as JSON (the rendered tables compute it per block)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m selectscale.report.evidence", description=main.__doc__)
+    parser.add_argument("command", choices=["mdd"])
+    parser.add_argument("summaries", nargs="+", type=Path)
+    arguments = parser.parse_args(argv)
+    print(json.dumps(summary_power(arguments.summaries), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

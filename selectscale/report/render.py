@@ -8,6 +8,11 @@ optimistic: it is chosen on the test data) and the min-max over seeds.
 ``run_states`` (the report's plan, :mod:`selectscale.report.plan`, passed only when some expected run is not
 finished): the Markdown adds a "Runs" section with every expected run, its state (finished, running,
 interrupted, missing, foreign) and why; the LaTeX lists the runs not counted. Without it nothing changes.
+
+Issue 34: the "ordering as paper" column counts only the pairs Welch's test separates at alpha 0.05
+(:func:`selectscale.report.stats.ordering_as_paper`), every block's minimum detectable difference (80% power,
+two-sided alpha 0.05) stands in the comparisons and in a line under them, and a row whose rate drops fewer than
+one map per drop layer on average is flagged ``near no-op`` (:func:`selectscale.report.selection.near_no_op_flag`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import stats
+from .selection import near_no_op_flag
 from .tables import (
     MEASURED_HEADER,
     Group,
@@ -46,7 +52,8 @@ BEST_EPOCH_HEADER = "best-epoch top-1 (%) (optimistic: chosen on test data)"
 TRAIN_HEADER = "final train top-1 (%) mean (n)"  # the last epoch's running error in training mode (metrics.jsonl)
 RANGE_HEADER = "min-max over seeds (%)"
 COMPARISON_HEADER = ["block", "SelectScale row", "vs no drop: diff (pp), Welch", "best other",
-                     "vs best other: diff (pp), Welch", "ordering as paper"]
+                     "vs best other: diff (pp), Welch", "min. detectable diff. (pp), 80% power",
+                     "ordering as paper (pairs with Welch p < 0.05)"]
 
 
 def paper_value(paper: dict | None, key: tuple) -> str:
@@ -119,6 +126,8 @@ def table_cells(groups: Sequence[Group], paper: dict | None, expected_seeds: int
         seed_flag = seed_count_flag(entry.n, expected_seeds)
         if seed_flag is not None and seed_flag not in flags:
             flags.insert(0, seed_flag)
+        if (no_op := near_no_op_flag(entry)) is not None:
+            flags.append(no_op)
         errors = [format_measured(entry), paper_value(paper, entry.key)]
         if paper_top5 is not None:
             errors += [format_measured_top5(entry), paper_value(paper_top5, entry.key)]
@@ -145,12 +154,32 @@ def comparison_cells(groups: Sequence[Group], paper: dict | None) -> list[list[s
     for key, block in stats.blocks(groups).items():
         values = {entry.key: stats.paper_number(paper_value(paper, entry.key)) for entry in block}
         ordering = stats.ordering_as_paper(block, values, group_label)
+        design = stats.block_power(block)
+        mdd = "n/a (< 2 rows of >= 2 seeds)" if design is None else f"{design.mdd:.2f}"
         for entry in (entry for entry in block if stats.drop_name(entry) == stats.SELECTIVE):
             other = stats.best_other(block)
-            body.append([", ".join(map(str, key)) or "all", group_label(entry),
+            body.append([block_label(key), group_label(entry),
                          _difference(entry, stats.no_drop_of(block)), "—" if other is None else group_label(other),
-                         _difference(entry, other), ordering])
+                         _difference(entry, other), mdd, ordering])
     return body
+
+
+def block_label(key: tuple) -> str:
+    """How a block is named: its key's values (``resnet8``), ``all`` for an empty key."""
+    return ", ".join(map(str, key)) or "all"
+
+
+def power_lines(groups: Sequence[Group]) -> list[str]:
+    """One sentence on the minimum detectable difference of every block that has one (none: [])."""
+    designs = [(block_label(key), design) for key, block in stats.blocks(groups).items()
+               if (design := stats.block_power(block)) is not None]
+    if not designs:
+        return []
+    values = "; ".join(f"{label}: {stats.format_power(design)}" for label, design in designs)
+    return [f"Minimum detectable difference between two rows of a block (80% power, two-sided alpha 0.05): "
+            f"{values}. Computed for the {stats.MDD_METHOD}; n is the block's smallest n a row. A true difference "
+            "smaller than this is detected less than 80% of the time, so a p-value that is not significant does not "
+            "show that two rows are equal."]
 
 
 def _markdown_cell(text: str) -> str:
@@ -182,6 +211,7 @@ def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected
                   "diff = SelectScale minus the other, percentage points; best other = lowest mean of the methods "
                   "that are neither no drop nor SelectScale):", ""]
         lines += _markdown_table(COMPARISON_HEADER, comparisons)
+    lines += [line for text in power_lines(groups) for line in ("", text)]
     lines += _markdown_runs(run_states)
     if skipped:
         lines += ["", f"> **Warning:** {len(skipped)} result file(s) left out of this table:", ">"]
@@ -240,6 +270,7 @@ def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_se
     if comparisons:
         lines += [r"\par\smallskip{\footnotesize Comparisons: Welch's t-test, two-sided, per-seed errors}\par",
                   *_latex_tabular(COMPARISON_HEADER, comparisons)]
+    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in power_lines(groups)]
     lines += [rf"\par\smallskip{{\footnotesize {latex_escape(line)}}}" for line in provenance_lines]
     lines.append(r"\end{table}")
     not_counted = [run for run in run_states if run.state != "finished"]

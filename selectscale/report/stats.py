@@ -1,9 +1,18 @@
-"""Significance of differences between methods: Welch's t-test over per-seed errors, and the paper's ordering.
+"""Significance of differences between methods: Welch's t-test over per-seed errors, the paper's ordering, and
+the smallest difference a design can detect.
 
 Comparisons are made inside a *block*: the groups of a table that differ only in the drop method (one
 network of Table 1, one schedule of Table 3). Within a block, "best other" is the lowest mean error among
 the methods that are neither no drop nor SelectScale; "ordering as paper" compares every pair of rows that
-have both a measured mean and a paper value.
+have both a measured mean and a paper value, and counts a pair as ordered (as in the paper or against it)
+only when Welch's test separates it at :data:`ALPHA`; the rest are "not resolved".
+
+The minimum detectable difference (:func:`minimum_detectable_difference`) is the true difference between two
+rows of ``n`` runs each that a two-sided two-sample t-test at :data:`ALPHA` finds with probability
+:data:`POWER`, given the standard deviation of one run: the t-test with equal n a side and equal variances
+(Welch's test reduces to it, with 2n - 2 degrees of freedom), its power from the noncentral t distribution
+(``scipy.stats.nct``), solved for the difference with ``scipy.optimize.brentq``. :func:`block_power` applies
+it to a block: n = the smallest n of its rows, the SD pooled over its rows.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import optimize, stats
 
 from .tables import Group
 
@@ -22,6 +31,11 @@ SELECTIVE = "selectscale"
 # Group keys that say which method a row is; the others (model, schedule, epochs, ...) identify its block.
 METHOD_KEYS = frozenset({"row", "drop", "top_rate", "retain_rate"})
 _LEADING_NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)")
+ALPHA = 0.05  # two-sided significance level of the ordering verdicts and of the minimum detectable difference
+POWER = 0.80  # the power at which the minimum detectable difference is stated
+MDD_METHOD = ("two-sample t-test, two-sided, n runs a side and the pooled SD (Welch's test at equal n and "
+              "variances, dof 2n - 2); power from the noncentral t distribution (scipy.stats.nct), solved for the "
+              "difference with scipy.optimize.brentq")
 
 
 @dataclass(frozen=True)
@@ -108,21 +122,116 @@ def paper_number(text: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def ordering_as_paper(block: Sequence[Group], paper_values: dict[tuple, float | None], label) -> str:
-    """``yes`` when every pair of rows is ordered as in the paper; else ``no: A < B in paper`` per reversed pair.
-
-    Pairs the paper ties, and rows without a measured mean or a paper value, are not compared."""
+def _ordered_pairs(block: Sequence[Group], paper_values: dict[tuple, float | None]) -> list[tuple[Group, Group]]:
+    """Every pair (lower in the paper, higher in the paper) of rows with a paper value and a measured mean; pairs
+    the paper ties are left out."""
     ranked = [(entry, paper_values.get(entry.key)) for entry in block]
     ranked = [(entry, value) for entry, value in ranked if value is not None and entry.top1_mean is not None
               and not entry.mixed_settings]
-    if len(ranked) < 2:
-        return "n/a (fewer than 2 rows with paper and measured values)"
-    reversed_pairs = []
+    pairs = []
     for index, (first, paper_first) in enumerate(ranked):
         for second, paper_second in ranked[index + 1:]:
-            if paper_first == paper_second:
-                continue
-            low, high = (first, second) if paper_first < paper_second else (second, first)
-            if not low.top1_mean < high.top1_mean:
-                reversed_pairs.append(f"{label(low)} < {label(high)} in paper, not here")
-    return "yes" if not reversed_pairs else "no: " + "; ".join(reversed_pairs)
+            if paper_first != paper_second:
+                pairs.append((first, second) if paper_first < paper_second else (second, first))
+    return pairs
+
+
+def ordering_as_paper(block: Sequence[Group], paper_values: dict[tuple, float | None], label,
+                      alpha: float = ALPHA) -> str:
+    """Whether the block's rows are ordered as in the paper, counting only the pairs Welch's test separates.
+
+    A pair is *resolved* when Welch's two-sided p < ``alpha``; its measured order then agrees with the paper's or
+    reverses it. ``not resolved: ...`` when no pair is; ``yes (...)`` when every pair is resolved and agrees;
+    ``no: A < B in paper, reversed here (p)`` for each resolved reversal; ``in part: ...`` when the resolved pairs
+    agree but some are not resolved. The count of unresolved pairs always follows. Pairs the paper ties, and
+    rows without a measured mean or a paper value, are not compared."""
+    ranked = [entry for entry in block if paper_values.get(entry.key) is not None and entry.top1_mean is not None
+              and not entry.mixed_settings]
+    if len(ranked) < 2:
+        return "n/a (fewer than 2 rows with paper and measured values)"
+    pairs = _ordered_pairs(block, paper_values)
+    if not pairs:
+        return "n/a (the paper ties every pair)"
+    agreed, reversed_pairs, unresolved = [], [], 0
+    for low, high in pairs:
+        result = compare(low, high)
+        if result is None or not result.p < alpha:
+            unresolved += 1
+        elif low.top1_mean < high.top1_mean:
+            agreed.append(f"{label(low)} < {label(high)} as in paper ({format_p(result)})")
+        else:
+            reversed_pairs.append(f"{label(low)} < {label(high)} in paper, reversed here ({format_p(result)})")
+    total = len(pairs)
+    if not agreed and not reversed_pairs:
+        return (f"not resolved: no pairwise difference significant at alpha {alpha:g} ({total} pair"
+                f"{'s' if total > 1 else ''}, Welch, two-sided)")
+    tail = "" if not unresolved else (f"; {unresolved} of {total} pairs not resolved (not significant at "
+                                      f"alpha {alpha:g}, or p n/a)")
+    if reversed_pairs:
+        return "no: " + "; ".join(reversed_pairs) + (
+            f"; {len(agreed)} of {total} pairs as in paper" if agreed else "") + tail
+    if not unresolved:
+        return f"yes (all {total} pairs as in paper, each at alpha {alpha:g})"
+    return "in part: " + "; ".join(agreed) + tail
+
+
+def minimum_detectable_difference(sd: float | None, n: int, alpha: float = ALPHA,
+                                  power: float = POWER) -> float | None:
+    """The smallest true difference between two rows of ``n`` runs each that a two-sided two-sample t-test at
+    ``alpha`` detects with probability ``power``, for runs with standard deviation ``sd`` (same unit); None
+    below 2 runs a side or without a positive ``sd``.
+
+    The t-test has 2n - 2 degrees of freedom (Welch's test at equal n and equal variances); under a true
+    difference d its statistic follows the noncentral t with noncentrality d / (sd sqrt(2 / n)), and the power
+    is P(T > t_crit) + P(T < -t_crit). The noncentrality that gives ``power`` is found with brentq."""
+    if n < 2 or sd is None or not sd > 0 or not math.isfinite(sd):
+        return None
+    dof = 2 * n - 2
+    critical = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
+
+    def shortfall(noncentrality: float) -> float:
+        reach = stats.nct.sf(critical, dof, noncentrality) + stats.nct.cdf(-critical, dof, noncentrality)
+        return float(reach) - power
+
+    upper = 1.0
+    while shortfall(upper) < 0.0:
+        upper *= 2.0
+    noncentrality = optimize.brentq(shortfall, 0.0, upper, xtol=1e-10)
+    return noncentrality * sd * math.sqrt(2.0 / n)
+
+
+def pooled_sd(stds: Sequence[tuple[float, int]]) -> float | None:
+    """sqrt(sum((n_i - 1) s_i^2) / sum(n_i - 1)) over ``(s_i, n_i)`` with n_i >= 2; None when there is none."""
+    usable = [(std, n) for std, n in stds if n >= 2 and std is not None]
+    dof = sum(n - 1 for _, n in usable)
+    return None if dof == 0 else math.sqrt(sum((n - 1) * std * std for std, n in usable) / dof)
+
+
+@dataclass(frozen=True)
+class DesignPower:
+    """A block's minimum detectable difference: n a row (its smallest), rows pooled, pooled SD and MDD (pp)."""
+
+    n: int
+    rows: int
+    pooled_sd: float
+    mdd: float
+    alpha: float = ALPHA
+    power: float = POWER
+
+
+def block_power(block: Sequence[Group], alpha: float = ALPHA, power: float = POWER) -> DesignPower | None:
+    """The minimum detectable difference between two rows of ``block``: n = the smallest n of its averageable
+    rows with >= 2 runs, SD pooled over them; None with fewer than 2 such rows."""
+    rows = [entry for entry in block if entry.top1_std is not None and not entry.mixed_settings and entry.n >= 2]
+    if len(rows) < 2:
+        return None
+    sd = pooled_sd([(entry.top1_std, entry.n) for entry in rows])
+    n = min(entry.n for entry in rows)
+    mdd = minimum_detectable_difference(sd, n, alpha, power)
+    return None if sd is None or mdd is None else DesignPower(n, len(rows), sd, mdd, alpha, power)
+
+
+def format_power(design: DesignPower) -> str:
+    """``3.05 pp (n = 5 a row, pooled SD 1.50 pp over 5 rows)``."""
+    return (f"{design.mdd:.2f} pp (n = {design.n} a row, pooled SD {design.pooled_sd:.2f} pp over "
+            f"{design.rows} rows)")
