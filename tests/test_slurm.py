@@ -129,7 +129,8 @@ def test_the_wheel_carries_every_config_file():
         patterns = [("", glob) for glob in setuptools["package-data"]["selectscale.configs"]]
         if package in setuptools["package-data"]:
             patterns += [(relative.parts[0] + "/", glob) for glob in setuptools["package-data"][package]]
-        assert any(fnmatch(str(relative), prefix + glob) for prefix, glob in patterns), f"{relative} not packaged"
+        assert any(fnmatch(str(relative), prefix + glob) and len(Path(prefix + glob).parts) == len(relative.parts)
+                   for prefix, glob in patterns), f"{relative} not packaged"  # fnmatch's * also matches a /
 
 
 def _fake_slurm_commands(folder: Path, sacct: str, squeue: str) -> None:
