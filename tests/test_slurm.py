@@ -6,9 +6,11 @@ CPU), since a background job and CI share the 2 cores."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -263,6 +265,42 @@ def assert_requeued_and_resumed(run_dir: Path, sweep_dir: Path) -> None:
     assert len(resumed) >= 1 and int(resumed[0][0]) > 2, resumed
 
 
+def submitit_task(folder: Path) -> int | None:
+    """The PID of the job's training process: ``python -u -m submitit.core._submit FOLDER/<job id>`` (not srun's)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if (len(argv) > 4 and Path(argv[0]).name.startswith("python")
+                and argv[1:4] == ["-u", "-m", "submitit.core._submit"] and argv[4].startswith(str(folder))):
+            return int(proc.name)
+    return None
+
+
+def process_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict ({} once the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def stopped(pid: int) -> bool:
+    return process_status(pid).get("State", "").startswith("T")
+
+
+def warned(pid: int) -> bool:
+    """Whether Slurm's warning signal reached the paused process ``pid``: it is pending there, or the process runs
+    again (slurmstepd sends SIGCONT with it), or has ended."""
+    status = process_status(pid)
+    if not status or not status.get("State", "").startswith("T"):
+        return True
+    usr2 = 1 << (signal.SIGUSR2 - 1)
+    return any(int(status.get(mask, "0"), 16) & usr2 for mask in ("SigPnd", "ShdPnd"))
+
+
 def only_job(cluster) -> str:
     """The id of the one job in the test cluster (the Slurm tests run one at a time on it)."""
     ids = cluster.run("squeue", "--noheader", "--array", "--format=%i").stdout.split()
@@ -323,16 +361,26 @@ def test_a_requeued_job_resumes_exactly(slurm_cluster, tmp_path, long_reference)
 def test_the_time_limit_warning_requeues_and_the_run_resumes_exactly(slurm_cluster, tmp_path, long_reference):
     """The README's command (the preset, timeout_min) at its time limit: Slurm's warning signal (USR2, the preset's
     signal_delay_s before the limit) checkpoints the run, submitit counts a timeout and requeues (the plugin's
-    default max_num_timeout=0 ends the run for good here), the job resumes and ends as the uninterrupted run. To
-    reach the warning in seconds, not minutes, the running job's limit is cut to 2 minutes, inside the 120 s
-    warning window (Slurm then signals at once); once the job is requeued its limit goes back to 5 minutes."""
+    default max_num_timeout=0 ends the run for good here), the job resumes and ends as the uninterrupted run.
+    To reach the warning in seconds, not minutes, the running job's limit is cut to 2 minutes, inside the 120 s
+    warning window; slurmctld then signals at its next time-limit check (every 30 s), so the training process is
+    paused (SIGSTOP) until the signal is pending, then goes on and handles it. Once the job is requeued its limit
+    goes back to 5 minutes."""
     run_dir = tmp_path / "sweep" / "seed0"
     process = start(train_command("-m", *LONG, *LAUNCHER, f"hydra.sweep.dir={tmp_path / 'sweep'}",
                                   "hydra.sweep.subdir=seed${seed}"), tmp_path, slurm_cluster.env(clean_env()))
     wait_for(lambda: epochs_done(run_dir) >= 2, 180, "second epoch", process)
     job = wait_for(lambda: only_job(slurm_cluster), 30, "job in squeue")
-    slurm_cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=2")
-    wait_for(lambda: job_state(slurm_cluster, job) not in ("RUNNING", ""), 90, "requeue after the warning", process,
+    task = wait_for(lambda: submitit_task(tmp_path / "sweep" / ".submitit"), 30, "the job's training process")
+    os.kill(task, signal.SIGSTOP)
+    try:
+        wait_for(lambda: stopped(task), 10, "the training process paused")
+        slurm_cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=2")
+        wait_for(lambda: warned(task), 90, "Slurm's warning signal", process)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task, signal.SIGCONT)
+    wait_for(lambda: job_state(slurm_cluster, job) not in ("RUNNING", ""), 60, "requeue after the warning", process,
              poll=0.1)
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=5")
     status, _, err = finish(process)
