@@ -152,14 +152,18 @@ checkpoint.os = proxy
 def test_checkpoint_write_failure_exits_5_with_one_line_via_train_py(tmp_path):
     """train.py when the file system turns read-only at the second checkpoint's final rename (after the first
     was rotated to checkpoint.prev.pt): exit 5, one line on stderr naming the run directory and the cause;
-    the first checkpoint (now checkpoint.prev.pt) still loads, result.json is intact."""
+    the first checkpoint (now checkpoint.prev.pt) still loads, result.json is intact, and the second one, fully
+    written as .checkpoint.staged.pt before the rename failed, is the newest that loads (nothing finished is lost)."""
     run_dir = tmp_path / "run"
     done = run_train([*TINY, "trainer.epochs=3", *in_dir(run_dir)], patch=CHECKPOINT_RENAME_FAILS)
     assert done.returncode == 5, done.stderr[-3000:]
     lines = message_lines(done.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: could not write a checkpoint"), done.stderr
     assert str(run_dir) in lines[0] and "Read-only file system" in lines[0]
-    assert_previous_state_intact(run_dir, epoch=1)
+    assert read_checkpoint_file(run_dir / "checkpoint.prev.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir)["epoch"] == 2  # the staged file verifies: resume goes on from epoch 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["complete"] is False and result["epochs_completed"] == 1
 
 
 # --- 4. bad data files at the train.py level --------------------------------------------------------------------

@@ -68,6 +68,21 @@ def _table_groups(table: Table, runs: Path, seeds: int, plan: Sequence[PlannedRu
     return groups, paper, paper_top5, skipped
 
 
+def refuse_mixed_precisions(name: str, rows: Sequence) -> None:
+    """One table, one precision (issue 35): ExperimentError (one line) when the counted runs trained in more than one
+    (``trainer.precision``; a run recorded before the key: what trainer.cpu_amp / trainer.amp meant). The same
+    precision on another machine kind is allowed; the "Environments" line records the machines."""
+    by_precision: dict[str, list] = {}
+    for row in rows:
+        by_precision.setdefault(str(row.setting_dict().get("trainer.precision")), []).append(row)
+    if len(by_precision) > 1:
+        found = "; ".join(f"{precision}: {len(runs)} run(s), e.g. {runs[0].path.parent}"
+                          for precision, runs in sorted(by_precision.items()))
+        raise ExperimentError(f"{name} mixes precisions ({found}): a table compares runs of one precision; train the "
+                              "others again with trainer.precision=<the table's> (or move them away); nothing was "
+                              "written")
+
+
 def _origin_lines(groups: list) -> list[str]:
     """Which code versions and environments the runs came from (a study's runs should share one of each)."""
     rows = [row for entry in groups for row in entry.rows]
@@ -147,10 +162,11 @@ def report_table(table: Table, runs: Path, out: Path, seeds: int, extra_columns:
     try:
         groups, paper, paper_top5, skipped = _table_groups(table, runs, seeds, plan)
     except ExperimentError:
-        if any(run.state != "missing" for run in plan):  # started but none finished: every run's state, row by row
+        if any(run.state in ("interrupted", "running") for run in plan):  # started, none finished: every run's state
             for line in problem_lines(table, plan, ()):
                 say(line)
         raise
+    refuse_mixed_precisions(table.name, [row for entry in groups for row in entry.rows])
     complete = all(run.state == "finished" for run in plan)
     listed = () if complete else plan
     command = f"python -m selectscale.experiments report {table.name} --runs {runs}" + (
