@@ -15,8 +15,8 @@ The fractions (step / convs alone, step / matmul) say where time goes: a step fa
 loses it outside the convolutions (BatchNorm, ReLU, the optimizer, the loader, Python); convs far below the
 matmul ceiling are small (16-channel) convolutions that the CPU cannot run at its peak.
 
-    python scripts/bench_ceiling.py                                   # the four networks, fp32
-    python scripts/bench_ceiling.py --overrides trainer.cpu_amp=true  # bf16 autocast (native bf16 only)
+    python scripts/bench_ceiling.py                                     # the four networks, the default precision
+    python scripts/bench_ceiling.py --overrides trainer.precision=fp32  # fp32 where the default (auto) is bf16
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from torch import nn
 
 from selectscale.engine import register_configs
 from selectscale.engine.model_setup import build_model
+from selectscale.engine.steps import autocast_device
 from selectscale.models.complexity import count_macs
 from selectscale.runs.result import cpu_model
 
@@ -109,7 +110,7 @@ def bench_network(model: str, args: argparse.Namespace) -> dict:
         macs = count_macs(build_model(cfg, 10, torch.device("meta")), 32)
     step_flops = 3 * 2 * macs * args.batch_size
     conv_gflops, conv_s, conv_flops = convs_alone(build_model(cfg, 10, torch.device("cpu")), args.batch_size,
-                                                  cfg.trainer.channels_last, cfg.trainer.cpu_amp, args.rounds)
+                                                  cfg.trainer.channels_last, args.bf16_step, args.rounds)
     return dict(model=model, step_s=step_s, images_s=args.batch_size / step_s, step_gflops=step_flops / step_s / 1e9,
                 conv_gflops=conv_gflops, conv_share=conv_s / step_s, conv_flops_share=conv_flops / step_flops)
 
@@ -136,15 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--overrides", nargs="*", default=[], help="train.py overrides, e.g. trainer.cpu_amp=true")
+    parser.add_argument("--overrides", nargs="*", default=[], help="train.py overrides, e.g. trainer.precision=fp32")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--matmul", type=int, default=2048, help="side of the square matmul of the ceiling")
     parser.add_argument("--out", type=Path, default=None, help="append the Markdown report to this file")
     args = parser.parse_args(argv)
-    args.bf16_step = "trainer.cpu_amp=true" in args.overrides
     register_configs()
+    # the step's arithmetic: trainer.precision as train.py resolves it here (auto: bf16 on a CPU with native bf16)
+    args.bf16_step = autocast_device(compose_config("resnet20", "none", "cpu", 128, args.overrides),
+                                     torch.device("cpu")) == "cpu"
     ceilings = {"fp32": matmul_gflops(args.matmul, torch.float32, args.rounds)}
     if cpu_model()[1]:
         ceilings["bf16"] = matmul_gflops(args.matmul, torch.bfloat16, args.rounds)

@@ -19,14 +19,22 @@ timed steps. On CUDA the script also reports model FLOP/s (3 x forward FLOPs per
 version and the command.
 
     python scripts/bench_train.py                                   # CPU defaults: resnet110, wrn20_4
-    python scripts/bench_train.py --variant ours= --variant "cpu_amp=trainer.cpu_amp=true"
+    python scripts/bench_train.py --variant ours= --variant "fp32=trainer.precision=fp32"
     python scripts/bench_train.py --models wrn20_8 resnext29_8x64d --variant "compiled=trainer.compile=true"
+    python scripts/bench_train.py --models resnet20 resnet110 --drops none selectscale --baseline-bf16  # issue 35
+
+``--baseline-bf16`` adds a second baseline, the same plain loop with the same bf16 autocast as train.py's
+(``torch.autocast(device, torch.bfloat16)`` around the forward pass and the loss), so that the engine's own gain shows
+apart from the precision's; each variant of ours names the precision it resolved to (``trainer.precision=auto``: bf16
+on a CPU with native bf16). The CPU report gives every figure's minimum, median and maximum over the rounds and the
+load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -41,8 +49,9 @@ from torchvision import transforms as T
 
 from selectscale.data import CIFAR_MEAN_STD, DeviceLoader
 from selectscale.engine import register_configs
+from selectscale.engine.config import resolve_precision
 from selectscale.engine.model_setup import build_model
-from selectscale.engine.steps import StepContext, StepSettings, autocast_device, evaluate, train_epoch
+from selectscale.engine.steps import StepContext, StepSettings, autocast, autocast_device, evaluate, train_epoch
 from selectscale.models.complexity import count_macs
 from selectscale.runs.result import cpu_model
 
@@ -112,9 +121,10 @@ class Timer:
 class Baseline:
     """The common recipe on one model: a step generator over a persistent DataLoader."""
 
-    def __init__(self, cfg, images, labels, device: torch.device, workers: int) -> None:
+    def __init__(self, cfg, images, labels, device: torch.device, workers: int, bf16: bool = False) -> None:
+        """``bf16``: the forward pass and the loss under bf16 autocast, as train.py's bf16 (the plain-bf16 loop)."""
         torch.manual_seed(0)
-        self.device = device
+        self.device, self.autocast = device, device.type if bf16 else None
         self.model = build_model(cfg, 10, device)  # same network and drop layers as ours
         if cfg.trainer.channels_last:  # the baseline is NCHW, whatever ours uses
             self.model = self.model.to(memory_format=torch.contiguous_format)
@@ -138,7 +148,8 @@ class Baseline:
         for _ in range(count):
             images, labels = self._next_batch()
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            loss = F.cross_entropy(self.model(images), labels)
+            with autocast(self.autocast):
+                loss = F.cross_entropy(self.model(images), labels)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -202,6 +213,8 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device) -> l
     for drop in args.drops:
         baseline_cfg = compose_config(model, drop, device.type, args.batch_size, [])
         runners[(drop, "baseline")] = Baseline(baseline_cfg, images, labels, device, args.workers)
+        if args.baseline_bf16:
+            runners[(drop, "baseline-bf16")] = Baseline(baseline_cfg, images, labels, device, args.workers, bf16=True)
         for name, overrides in args.variants:
             ours_cfg = compose_config(model, drop, device.type, args.batch_size, overrides)
             runners[(drop, name)] = Ours(ours_cfg, images, labels, device)
@@ -217,7 +230,8 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device) -> l
     for (drop, variant), seconds in times.items():
         step = statistics.median(seconds)
         rows.append(dict(model=model, drop=drop, variant=variant, step_s=step, images_s=args.batch_size / step,
-                         spread=(max(seconds) - min(seconds)) / step, eval_images_s=eval_rates.get(variant)))
+                         spread=(max(seconds) - min(seconds)) / step, eval_images_s=eval_rates.get(variant),
+                         min_step_s=min(seconds), max_step_s=max(seconds)))
     return rows
 
 
@@ -247,7 +261,52 @@ def table1_projection(rows: list[dict], variant: str) -> tuple[list[str], float]
     return lines, total
 
 
+def variant_precision(overrides: list[str], device: torch.device) -> str:
+    """What a variant's overrides resolve ``trainer.precision`` to on this device, with the reason."""
+    return resolve_precision(compose_config("resnet20", "none", device.type, 128, overrides).trainer, device).line()
+
+
+def _rate_range(row: dict, batch: int) -> str:
+    """``min / median / max`` images/s over the rounds."""
+    return f"{batch / row['max_step_s']:,.0f} / {row['images_s']:,.0f} / {batch / row['min_step_s']:,.0f}"
+
+
+def render_cpu_with_bf16_baseline(rows: list[dict], args: argparse.Namespace, command: str) -> str:
+    """The issue-35 layout: ours against the plain loop in fp32 and in bf16, with min/median/max and the load."""
+    lines = [f"## Training throughput against the plain loop in fp32 and bf16, {datetime.date.today()}: CPU "
+             f"{cpu_label()}", "", f"- Command: `{command}`",
+             f"- torch {torch.__version__}, batch {args.batch_size}, {args.warmup} warm-up steps, {args.rounds} rounds "
+             f"of {args.steps} steps, every runner in turn each round; random uint8 CIFAR-shaped images; plain loop: "
+             f"per-image torchvision transforms, DataLoader with {args.workers} workers, NCHW, eager, in fp32 and "
+             "under the same bf16 autocast as train.py; ours: train.py's path with " + "; ".join(
+                 f"{name}: {' '.join(o) or '(defaults)'} -> {variant_precision(o, torch.device('cpu'))}"
+                 for name, o in args.variants) + ".",
+             f"- Load average (1, 5, 15 min) before: {args.load_before}; after: {args.load_after}.",
+             "- Cells: images/s, median over rounds, with min / median / max; ratios are of medians, the ratio of "
+             "the best rounds (fastest round over fastest round) in brackets. 'vs no drop': ours' step time over "
+             "the no-drop step's (medians; minima in brackets).", "",
+             "| model | drop | variant | plain fp32 img/s (min/med/max) | plain bf16 img/s (min/med/max) | ours img/s "
+             "(min/med/max) | ours / plain fp32 | ours / plain bf16 | ours step (ms) | vs no drop |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    index = {(r["model"], r["drop"], r["variant"]): r for r in rows}
+    batch = args.batch_size
+    for r in (r for r in rows if not r["variant"].startswith("baseline")):
+        fp32, bf16 = index[(r["model"], r["drop"], "baseline")], index[(r["model"], r["drop"], "baseline-bf16")]
+        plain = index.get((r["model"], "none", r["variant"]))
+        overhead = (f"{r['step_s'] / plain['step_s']:.3f}x ({r['min_step_s'] / plain['min_step_s']:.3f}x)"
+                    if plain else "—")
+        cells = [r["model"], r["drop"], r["variant"], _rate_range(fp32, batch), _rate_range(bf16, batch),
+                 _rate_range(r, batch),
+                 f"{r['images_s'] / fp32['images_s']:.2f}x ({fp32['min_step_s'] / r['min_step_s']:.2f}x)",
+                 f"{r['images_s'] / bf16['images_s']:.2f}x ({bf16['min_step_s'] / r['min_step_s']:.2f}x)",
+                 f"{1000 * r['step_s']:.1f}", overhead]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render(rows: list[dict], args: argparse.Namespace, device: torch.device, command: str) -> str:
+    if device.type == "cpu" and args.baseline_bf16:
+        return render_cpu_with_bf16_baseline(rows, args, command)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU {cpu_label()}"
     lines = [f"## Training throughput, {datetime.date.today()}: {name}", "",
@@ -260,7 +319,7 @@ def render(rows: list[dict], args: argparse.Namespace, device: torch.device, com
              + (" ours TFLOP/s | MFU |" if device.type == "cuda" else " spread |"),
              "|---|---|---|---|---|---|---|---|---|" + ("---|" if device.type == "cuda" else "")]
     index = {(r["model"], r["drop"], r["variant"]): r for r in rows}
-    for r in (r for r in rows if r["variant"] != "baseline"):
+    for r in (r for r in rows if not r["variant"].startswith("baseline")):
         base = index[(r["model"], r["drop"], "baseline")]
         plain = index.get((r["model"], "none", r["variant"]))
         overhead = f"{100 * (r['step_s'] / plain['step_s'] - 1):+.1f}%" if plain else "—"
@@ -310,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=None, metavar="NAME=OVERRIDES",
                         help="a configuration of ours: a name, '=', space-separated train.py overrides "
                              "(repeatable; default: 'ours=' the trainer defaults)")
+    parser.add_argument("--baseline-bf16", action="store_true",
+                        help="also the plain loop under train.py's bf16 autocast (issue 35's second baseline)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200: 989)")
     parser.add_argument("--out", type=Path, default=None, help="append the Markdown report to this file")
     args = parser.parse_args(argv)
@@ -318,11 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or (["resnet110", "wrn20_4"] if device.type == "cpu" else
                              ["resnet110", "wrn20_4", "wrn20_8", "resnext29_8x64d"])
     register_configs()
+    args.load_before = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     rows = []
     for model in models:
         rows += bench_model(model, args, device)
         print(f"{model}: " + ", ".join(f"{r['drop']}/{r['variant']} {r['images_s']:,.0f} img/s"
                                        for r in rows if r["model"] == model), flush=True)
+    args.load_after = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     emit_report(render(rows, args, device, command_line("bench_train.py", argv)), args.out)
     return 0
 

@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over a few steps of train.py's path, and the cost of
 the map scores in either memory format (the measurements behind results/benchmarks.md's notes).
 
-    python scripts/profile_train.py --model resnet110 --drop selectscale --overrides trainer.cpu_amp=true
+    python scripts/profile_train.py --model resnet110 --drop selectscale --overrides trainer.precision=bf16
     python scripts/profile_train.py --scores        # max |y| over H x W: NCHW, channels-last naive, ours
     python scripts/profile_train.py --model resnet110 --drop selectscale --against none --batch-size 64
         # per-op self CPU time a step adds over the --against method: profiled in turn, twice each, so an op's

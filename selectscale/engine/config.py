@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,11 +24,12 @@ from selectscale.models.cifar_resnet import SHORTCUTS
 
 from .schema import DropConfig, TrainConfig, milestone_epochs, register_configs
 
-__all__ = ["ConfigError", "TrainConfig", "drop_kwargs", "interpolation_problem", "model_options", "register_configs",
-           "unset_variable_problem", "validate"]
+__all__ = ["ConfigError", "Precision", "TrainConfig", "drop_kwargs", "interpolation_problem", "model_options",
+           "register_configs", "resolve_precision", "unset_variable_problem", "validate"]
 
 SCHEDULES = ("step", "cosine")
 CURRICULA = ("none", "linear", "exponential")
+PRECISIONS = ("auto", "fp32", "bf16")  # trainer.precision; a run records fp32 or bf16, never auto
 
 
 def _fail(key: str, value, allowed: str) -> None:
@@ -126,6 +128,64 @@ def validate_trainer(trainer: DictConfig, world_size: int) -> None:
         _fail("trainer.device", device, "use auto, cpu, cuda or cuda:N")
     if trainer.nesterov and trainer.momentum == 0:
         _fail("trainer.nesterov", True, "Nesterov momentum needs trainer.momentum > 0")
+    _check_choice("trainer.precision", trainer.get("precision", "auto"), PRECISIONS)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The arithmetic a run trains in, ``fp32`` or ``bf16`` (autocast), and why: the one log line at the start and
+    result.json's ``precision`` / ``precision_reason``."""
+
+    value: str
+    reason: str
+
+    def line(self) -> str:
+        """``precision: bf16 (auto: native bf16 on Intel(R) Xeon(R) Processor)``."""
+        return f"precision: {self.value} ({self.reason})"
+
+
+def resolve_precision(trainer: DictConfig, device, kept: str | None = None) -> Precision:
+    """What ``trainer.precision`` means on ``device`` (a torch.device).
+
+    ``kept``: the precision a resumed run started in (its config.yaml or checkpoint): ``auto`` keeps it, on any
+    machine; an explicit fp32/bf16 is taken as asked (and the resume check refuses it if it differs).
+    ``auto`` on the CPU: bf16 where it has native bf16 (:func:`selectscale.runs.result.native_bf16`, oneDNN's own
+    check), fp32 where bf16 would be emulated; on CUDA: bf16 where ``torch.cuda.is_bf16_supported()``. The older
+    switches still speak through ``auto``: ``trainer.cpu_amp=true`` is bf16 on the CPU (even emulated),
+    ``trainer.amp=false`` fp32 on CUDA; contradicting an explicit precision with them is a ConfigError."""
+    asked = trainer.get("precision", "auto")
+    _check_choice("trainer.precision", asked, PRECISIONS)
+    cpu_amp, amp = bool(trainer.get("cpu_amp", False)), bool(trainer.get("amp", True))
+    if device.type == "cpu" and cpu_amp and asked == "fp32":
+        _fail("trainer.cpu_amp", True, "it asks for bf16 on the CPU and trainer.precision=fp32 for fp32; set only "
+              "trainer.precision (cpu_amp is its older spelling)")
+    if device.type == "cuda" and not amp and asked == "bf16":
+        _fail("trainer.amp", False, "it asks for fp32 on CUDA and trainer.precision=bf16 for bf16; set only "
+              "trainer.precision (amp is its older spelling)")
+    if asked != "auto":
+        return Precision(asked, f"trainer.precision={asked}")
+    if kept in ("fp32", "bf16"):
+        return Precision(kept, "auto: kept from the run being resumed")
+    if device.type == "cpu":
+        from selectscale.runs.result import NATIVE_BF16_ENV, cpu_model, native_bf16
+
+        if cpu_amp:
+            return Precision("bf16", "trainer.cpu_amp=true")
+        name = cpu_model()[0]
+        forced = f", as ${NATIVE_BF16_ENV} forces" if os.environ.get(NATIVE_BF16_ENV, "").strip() in ("0", "1") else ""
+        if native_bf16():
+            return Precision("bf16", f"auto: native bf16 on {name}{forced}")
+        return Precision("fp32", f"auto: no native bf16 on {name}{forced}")
+    if device.type == "cuda":
+        import torch
+
+        if not amp:
+            return Precision("fp32", "trainer.amp=false")
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", f"auto: bf16 supported on {name}")
+        return Precision("fp32", f"auto: no bf16 on {name}")
+    return Precision("fp32", f"auto: no bf16 autocast on {device.type}")
 
 
 _INT64 = (-(2**63), 2**63 - 1)

@@ -90,8 +90,11 @@ class TrainerConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA
-    cpu_amp: bool = False  # bf16 autocast on the CPU too (fast only with native bf16: avx512_bf16 or AMX)
+    # auto | fp32 | bf16 (autocast). auto: bf16 on a CPU with native bf16 (oneDNN's check) and on a GPU that
+    # supports it, else fp32. A run records the resolved value; a resumed run keeps its own.
+    precision: str = "auto"
+    amp: bool = True  # older spelling, read by precision=auto only: false = fp32 on CUDA
+    cpu_amp: bool = False  # older spelling, read by precision=auto only: true = bf16 on the CPU (even emulated)
     channels_last: bool = True  # NHWC: 1.2-1.4x on the CPU for the CIFAR nets (results/benchmarks.md), standard on GPU
     compile: bool = False
     sync_bn: bool = False

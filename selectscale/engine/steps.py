@@ -75,16 +75,23 @@ class StepContext:
 
 
 def autocast_device(cfg, device: torch.device) -> str | None:
-    """The device type to run bf16 autocast on: CUDA when ``trainer.amp``, the CPU when ``trainer.cpu_amp``;
-    None for full precision. Read once (StepSettings, an evaluation), not per step."""
-    if cfg.trainer.amp and device.type == "cuda":
-        return "cuda"
-    if cfg.trainer.get("cpu_amp", False) and device.type == "cpu":
-        return "cpu"
-    return None
+    """The device type to run bf16 autocast on when ``trainer.precision`` is bf16 (``auto`` resolved here for a
+    config that did not go through ``fit``, which records the resolved value), None for fp32. Read once
+    (StepSettings, an evaluation), not per step."""
+    precision = cfg.trainer.get("precision", "auto")
+    if precision == "auto":
+        from .config import resolve_precision
+
+        precision = resolve_precision(cfg.trainer, device).value
+    return device.type if precision == "bf16" and device.type in ("cpu", "cuda") else None
 
 
 def autocast(device_type: str | None):
+    """bf16 autocast on ``device_type`` (None: nothing). Inside it the convolutions and the classifier's matmul run
+    in bf16 (autocast's lower-precision list), and what follows them sees bf16 tensors (BatchNorm's output, ReLU,
+    the residual adds, the drop layers, pooling); BatchNorm computes its statistics in fp32 and keeps its running
+    statistics and affine parameters in fp32, cross-entropy runs in fp32 (autocast's fp32 list), the weights,
+    their gradients and the SGD update stay fp32 (tests/test_precision.py checks each)."""
     return contextlib.nullcontext() if device_type is None else torch.autocast(device_type, dtype=torch.bfloat16)
 
 

@@ -20,13 +20,14 @@ from selectscale.data.loader import derive_seed
 from selectscale.errors import ConfigError, Preempted
 from selectscale.runs import directory as rundir
 from selectscale.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
-from selectscale.runs.history import flatten
+from selectscale.runs.history import flatten, with_added_keys
+from selectscale.runs.layout import CONFIG_FILE
 from selectscale.runs.lock import RunDirLock
 from selectscale.runs.metrics import read_metrics, truncate_metrics
 from selectscale.runs.result import SCHEMA_VERSION, environment, git_commit, hardware, read_result, write_result
 
 from . import distributed
-from .config import validate
+from .config import Precision, resolve_precision, validate
 from .data_setup import build_data
 from .model_setup import build_model
 from .records import MetricsLogger
@@ -46,6 +47,11 @@ def fit(cfg: DictConfig) -> dict:
     ctx = distributed.setup(cfg.trainer.device, cfg.trainer.dist_timeout_s)
     try:
         run_dir = rundir.resolve_run_dir(cfg)
+        asked_precision = cfg.trainer.precision
+        # Every rank resolves (a contradiction is a ConfigError on each), rank 0's answer is everyone's.
+        precision = resolve_precision(cfg.trainer, ctx.device, _kept_precision(cfg, run_dir))
+        precision = distributed.broadcast_object(precision)
+        cfg.trainer.precision = precision.value  # the resolved value is what config.yaml and result.json record
         start = distributed.broadcast_object(rundir.check_run_dir(run_dir, cfg) if ctx.is_main else None)
         if start == "complete":
             log.info("run directory %s already holds a complete run; nothing to do", run_dir)
@@ -61,6 +67,7 @@ def fit(cfg: DictConfig) -> dict:
                                       "nothing to do")
                 rundir.recover(run_dir)  # finish a checkpoint rotation that a kill interrupted
             trainer = Trainer(cfg, ctx, run_dir)  # data and model: bad files fail here, before anything is written
+            trainer.precision, trainer.asked_precision = precision, asked_precision
             with rundir.held_log_records() as early_records:  # for train.log, which does not exist yet
                 trainer.resume()  # a checkpoint of other settings is refused before config.yaml or train.log exist
         except BaseException:
@@ -76,6 +83,32 @@ def fit(cfg: DictConfig) -> dict:
             lock.release()
     finally:
         distributed.teardown()
+
+
+def precision_of(config) -> str | None:
+    """The precision a saved config (a DictConfig or YAML text) trained in: its ``trainer.precision``, or for a run
+    recorded before the key what ``trainer.cpu_amp`` / ``trainer.amp`` meant (runs.history.ADDED_KEYS)."""
+    try:
+        container = OmegaConf.to_container(OmegaConf.create(config) if isinstance(config, str) else config,
+                                           resolve=True)
+    except Exception:  # noqa: BLE001  (damaged: the resume checks name it)
+        return None
+    if not isinstance(container, dict):
+        return None
+    value = with_added_keys(flatten(container)).get("trainer.precision")
+    return value if value in ("fp32", "bf16") else None
+
+
+def _kept_precision(cfg: DictConfig, run_dir: Path) -> str | None:
+    """With ``trainer.resume=auto``: the precision the run in ``run_dir`` started in, from its config.yaml (None
+    without one; a checkpoint's own config is read in :meth:`Trainer.resume`)."""
+    if cfg.trainer.resume != "auto":
+        return None
+    try:
+        saved = rundir.load_saved_config(run_dir / CONFIG_FILE)
+    except Exception:  # noqa: BLE001  (a damaged or foreign config.yaml: check_run_dir refuses it, one line)
+        return None
+    return precision_of(saved) if saved is not None else None
 
 
 class Trainer:
@@ -109,6 +142,9 @@ class Trainer:
         self.resume_note: str | None = None
         self.code = git_commit()  # the code version, recorded in every result.json
         self.environment = environment()  # torch, torchvision, CPU model: what one study's runs must share
+        # fit() sets both: the resolved precision and what the command line asked (auto, fp32 or bf16)
+        self.precision = Precision(str(cfg.trainer.precision), "as configured")
+        self.asked_precision = str(cfg.trainer.precision)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP across ranks, then torch.compile, as configured."""
@@ -148,6 +184,7 @@ class Trainer:
             if self.ctx.is_main:
                 truncate_metrics(self.run_dir, 0)
             return
+        self._keep_checkpoint_precision(state.get("config"))
         rundir.check_checkpoint_settings(self.run_dir, state, self.cfg)
         if state["world_size"] != self.ctx.world_size:
             raise ConfigError(f"trainer.resume=auto: the checkpoint in {self.run_dir} was written by "
@@ -163,16 +200,28 @@ class Trainer:
             truncate_metrics(self.run_dir, self.epoch)
         self.resume_note = f"resumed {self.run_dir} at epoch {self.epoch + 1}, batch {self.next_batch}"
 
+    def _keep_checkpoint_precision(self, carried) -> None:
+        """A resumed run keeps the precision it started in: with ``trainer.precision=auto``, the checkpoint's own
+        (it counts where config.yaml is gone, or says otherwise)."""
+        kept = precision_of(carried) if isinstance(carried, str) else None
+        if self.asked_precision == "auto" and kept is not None and kept != self.cfg.trainer.precision:
+            self.cfg.trainer.precision = kept
+            self.precision = Precision(kept, "auto: kept from the run being resumed (its checkpoint)")
+
     # --- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
         if self.resume_note:
             log.info("%s", self.resume_note)  # now that train.log is attached
         logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
         settings = StepSettings.from_config(self.cfg, self.ctx.device)  # the config read once for the steps
-        if settings.autocast_device == "cpu" and not self.environment["cpu_native_bf16"] and self.ctx.is_main:
-            log.warning("trainer.cpu_amp=true on a CPU without native bf16 (%s): bf16 is emulated there, measured "
-                        "~40x slower than on a CPU with it (results/mini_overfit/README.md); set "
-                        "trainer.cpu_amp=false unless bf16 numerics are the point", self.environment["cpu_model"])
+        if self.ctx.is_main:
+            log.info("%s", self.precision.line())
+        if settings.autocast_device == "cpu" and not self.precision.reason.startswith("auto: native") and \
+                not self.environment["cpu_native_bf16"] and self.ctx.is_main:
+            log.warning("bf16 (%s) on a CPU without native bf16 (%s): bf16 is emulated there, measured ~40x slower "
+                        "than on a CPU with it (results/mini_overfit/README.md); trainer.precision=auto picks fp32 "
+                        "on such a CPU, unless bf16 numerics are the point", self.precision.reason,
+                        self.environment["cpu_model"])
         step_ctx = StepContext(settings, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
                                self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)
         try:
@@ -246,6 +295,7 @@ class Trainer:
             test_loss=record.get("test_loss"), train_loss=record.get("train_loss"), seed=self.cfg.seed,
             dataset=self.data.info, config=OmegaConf.to_container(self.cfg, resolve=True), code=self.code,
             torch_version=torch.__version__, environment=self.environment, device=hardware(self.ctx.device),
+            precision=self.cfg.trainer.precision, precision_reason=self.precision.reason,
             world_size=self.ctx.world_size,
             wall_time_seconds=self.wall_time,
             # What an epoch was: a run capped by trainer.max_steps_per_epoch saw only part of the data.

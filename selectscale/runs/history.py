@@ -24,6 +24,16 @@ RUNTIME_KEYS = frozenset({
     "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile", "trainer.snapshot_epochs",
 })
 
+def _precision_before_it_existed(flat: dict) -> str:
+    """The precision a run recorded before ``trainer.precision`` trained in: ``trainer.amp`` on CUDA,
+    ``trainer.cpu_amp`` (default false) on the CPU, each meaning bf16 autocast. ``trainer.device=auto`` is read as
+    the CPU: every run recorded before the key (result.json ``device``: "cpu (...)") ran on one, no GPU having been
+    lent to the project then. A record without ``trainer.amp`` is read by ``cpu_amp`` alone, whatever its device."""
+    if str(flat.get("trainer.device", "auto")).startswith("cuda") and "trainer.amp" in flat:
+        return "bf16" if flat["trainer.amp"] else "fp32"
+    return "bf16" if flat.get("trainer.cpu_amp", False) else "fp32"
+
+
 _ABSENT = object()  # a key the saved config does not have (None is a value)
 
 # dotted key -> its value in runs recorded before it existed (a constant, or a function of the flat config)
@@ -42,6 +52,9 @@ ADDED_KEYS: dict[str, Any] = {
     "schedule.warmup_steps": 0,
     "schedule.warmup_lr": 0.01,
     "curriculum.gamma": 0.001,
+    # fp32 or bf16 autocast, as trainer.amp / trainer.cpu_amp decided before trainer.precision existed (the keys
+    # stay beside it, their meaning unchanged: docs/reproduction.md, "Precision").
+    "trainer.precision": _precision_before_it_existed,
 }
 
 
@@ -65,12 +78,16 @@ def with_added_keys(flat: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
+# What the functions of ADDED_KEYS read besides the added keys themselves.
+_READ_BY_MAPPINGS = ("dataset.name", "trainer.device", "trainer.amp", "trainer.cpu_amp")
+
+
 def complete_config(cfg):
     """A run's saved config (``config.yaml``, a DictConfig) with the keys it lacks filled in as :data:`ADDED_KEYS`
     says, so that code of today can read a run recorded before them."""
     from omegaconf import OmegaConf
 
-    flat = {key: OmegaConf.select(cfg, key, default=_ABSENT) for key in (*ADDED_KEYS, "dataset.name")}
+    flat = {key: OmegaConf.select(cfg, key, default=_ABSENT) for key in (*ADDED_KEYS, *_READ_BY_MAPPINGS)}
     present = {key: value for key, value in flat.items() if value is not _ABSENT}
     filled = OmegaConf.create(OmegaConf.to_container(cfg))
     for key, value in with_added_keys(present).items():

@@ -63,6 +63,25 @@ def cpu_model() -> tuple[str, bool]:
     return fields.get("model name", platform.machine()), bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+# Forces native_bf16()'s answer: "1" (native bf16), "0" (none); unset or anything else: detect. For tests, and for
+# a machine whose detection is wrong.
+NATIVE_BF16_ENV = "SELECTSCALE_NATIVE_BF16"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 natively, by the check oneDNN itself uses to pick its bf16 kernels
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: AVX-512 BF16 or AMX, or the Arm equivalents); without it
+    bf16 is emulated and measured ~40x slower (results/mini_overfit/README.md). ``$SELECTSCALE_NATIVE_BF16`` (1 or
+    0) forces the answer. Where torch has no such check, the /proc/cpuinfo flags of :func:`cpu_model` answer."""
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN's check
+        return cpu_model()[1]
+
+
 def environment() -> dict:
     """What a study's runs must share (issue 22): Python, torch, torchvision, the CPU model and its bf16."""
     import torchvision
