@@ -244,11 +244,13 @@ def _without_added_keys(config: dict) -> dict:
 
 @pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
 def test_a_run_recorded_before_the_switches_resumes_and_groups_with_todays_default(dataset):
-    current = make_cfg(f"dataset={dataset}", "drop=selectscale")
+    # trainer.precision=fp32: what a run recorded before the precision switch trained in (its cpu_amp was false);
+    # today's default, auto, is bf16 on a CPU with native bf16, a setting of its own (issue 35).
+    current = make_cfg(f"dataset={dataset}", "drop=selectscale", "trainer.precision=fp32")
     saved = OmegaConf.create(_without_added_keys(OmegaConf.to_container(current, resolve=True)))
     assert config_differences(saved, current) == []
     assert setting_of(OmegaConf.to_container(saved)) == setting_of(OmegaConf.to_container(current, resolve=True))
-    floor = make_cfg(f"dataset={dataset}", "drop=selectscale", "drop.rounding=floor")
+    floor = make_cfg(f"dataset={dataset}", "drop=selectscale", "trainer.precision=fp32", "drop.rounding=floor")
     assert config_differences(saved, floor) == ["drop.rounding=floor (saved: round)"]  # another reading: refused
 
 
