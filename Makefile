@@ -184,6 +184,21 @@ slurm-up: ## Start a one-node Slurm (partition debug) in SLURM_DIR and print the
 slurm-down: ## Stop the Slurm of slurm-up (its jobs cancelled, its daemons stopped by PID)
 	$(PYTHON) scripts/slurm_local.py down $(SLURM_DIR)
 
+# Mutation testing (issue 34) of what decides fidelity: selectscale/drop/{functional,layers,selective}.py, the drop
+# placement in models/cifar_resnet.py, engine/schedule.py ([tool.mutmut] in pyproject.toml: scope and tests). It runs
+# in a copy under build/mutation/ (ignored); MUTANTS= a mutant-name glob to run part, e.g.
+# 'selectscale.engine.schedule.*'; MUTATION_CHILDREN= mutants tested at once. Not in CI: docs/mutation.md has the
+# measured time, the score and every survivor with the reason it is equivalent.
+MUTATION_DIR := build/mutation
+MUTATION_CHILDREN ?= 1
+MUTANTS ?=
+.PHONY: mutation
+mutation: $(INSTALLED) ## Mutation testing (mutmut) of the drop layers, placement and schedule -> build/mutation/ (docs/mutation.md)
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	cp -r selectscale tests configs pyproject.toml train.py README.md $(MUTATION_DIR)/
+	cd $(MUTATION_DIR) && OMP_NUM_THREADS=1 $(abspath $(VENV))/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	cd $(MUTATION_DIR) && $(abspath $(VENV))/bin/mutmut results
+
 clean: ## Remove caches (keeps .venv and every run directory)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -27,10 +27,12 @@ class DropBottleneck(Bottleneck):
             self.downsample.append(make_drop(drop, rate_scale))
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.drop1(self.relu(self.bn1(self.conv1(x))))
         out = self.drop2(self.relu(self.bn2(self.conv2(out))))
         out = self.drop3(self.bn3(self.conv3(out)))
+        # the shortcut after the main path, as torchvision's Bottleneck: with drop_on_shortcut the drops draw in
+        # the order of insert_drops on torchvision's resnet50, so the two give the same outputs under one seed
+        identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
