@@ -184,14 +184,16 @@ slurm-up: ## Start a one-node Slurm (partition debug) in SLURM_DIR and print the
 slurm-down: ## Stop the Slurm of slurm-up (its jobs cancelled, its daemons stopped by PID)
 	$(PYTHON) scripts/slurm_local.py down $(SLURM_DIR)
 
-# Mutation testing (issue 34) of what decides fidelity: selectscale/drop/{functional,layers,selective}.py, the drop
-# placement in models/cifar_resnet.py, engine/schedule.py ([tool.mutmut] in pyproject.toml: scope and tests). It runs
-# in a copy under build/mutation/ (ignored); MUTANTS= a mutant-name glob to run part, e.g.
+# Mutation testing (issue 34) of what decides fidelity: all of selectscale/drop/, the drop placement in the model
+# families (models/cifar_resnet, resnet, resnext, resnet_torchvision), engine/schedule.py and the curriculum's way
+# into the layers (engine/steps.py's _set_progress) ([tool.mutmut] in pyproject.toml: scope and tests). It runs in a
+# copy under build/mutation/ (ignored); MUTANTS= mutant-name globs to run part, e.g.
 # 'selectscale.engine.schedule.*'; MUTATION_CHILDREN= mutants tested at once. Not in CI: docs/mutation.md has the
 # measured time, the score and every survivor with the reason it is equivalent.
 MUTATION_DIR := build/mutation
 MUTATION_CHILDREN ?= 1
-MUTANTS ?=
+MUTANTS ?= 'selectscale.drop.*' 'selectscale.models.*' 'selectscale.engine.schedule.*' \
+  'selectscale.engine.steps.x__set_progress__*'
 .PHONY: mutation
 mutation: $(INSTALLED) ## Mutation testing (mutmut) of the drop layers, placement and schedule -> build/mutation/ (docs/mutation.md)
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)

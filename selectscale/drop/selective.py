@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from . import functional
@@ -47,8 +46,9 @@ def selective(
     if chosen.shape[1] == 0:
         return y
     index = chosen[:, :, None, None].expand(-1, -1, *y.shape[2:])
-    # Out-of-place scatter returns a contiguous tensor; a clone keeps a channels-last input channels-last.
-    return y.clone(memory_format=torch.preserve_format).scatter_(1, index, drop(y.gather(1, index)))
+    # Out-of-place scatter returns a contiguous tensor; a clone (preserve_format, its default) keeps a channels-last
+    # input channels-last.
+    return y.clone().scatter_(1, index, drop(y.gather(1, index)))
 
 
 class Selective(nn.Module):
@@ -75,7 +75,7 @@ class Selective(nn.Module):
         super().__init__()
         if not isinstance(base, DropLayer):
             raise TypeError(f"base={base!r} is not a DropLayer: wrap a map-wise drop layer, e.g. DropBlock(0.9, 3)")
-        if getattr(base, "selective", False):
+        if base.selective:  # a DropLayer class attribute
             raise ValueError(f"base {type(base).__name__} already selects maps: wrap a non-selective method")
         self.base = base
         set_selection_arguments(self, top_rate, score, nonnegative_input, score_window, score_stride, rounding)
