@@ -136,6 +136,10 @@ class Baseline:
         self.batches = iter(())
         self.running_loss = 0.0
 
+    def worker_pids(self) -> list[int]:
+        workers = getattr(self.batches, "_workers", None) or []
+        return [worker.pid for worker in workers if worker.pid is not None]
+
     def _next_batch(self):
         try:
             return next(self.batches)
@@ -195,10 +199,46 @@ class Ours:
             self.batch = end
 
 
-def measure(runner, steps: int, timer: Timer) -> float:
-    """Seconds per step over ``steps`` steps."""
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """CPU seconds instead of wall seconds (``--clock cpu``): this process's (all its threads) plus, for a runner
+    with DataLoader workers, everything its workers used since its previous window (their prefetching between
+    windows included), so time taken by other programs on a shared machine does not count."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.worker_seen: dict[int, float] = {}
+
+    def start(self, runner=None) -> None:
+        self.runner, self.begin = runner, time.process_time()
+
+    def stop(self) -> float:
+        seconds = time.process_time() - self.begin
+        for pid in getattr(self.runner, "worker_pids", lambda: [])():
+            now = _process_cpu_seconds(pid)
+            seconds += now - self.worker_seen.get(pid, now)  # the first window counts from here on (warm-up)
+            self.worker_seen[pid] = now
+        return seconds
+
+    def settle(self, runner) -> None:
+        """Start counting ``runner``'s workers now (after the warm-up)."""
+        for pid in getattr(runner, "worker_pids", lambda: [])():
+            self.worker_seen[pid] = _process_cpu_seconds(pid)
+
+
+def measure(runner, steps: int, timer) -> float:
+    """Seconds per step over ``steps`` steps (wall, or CPU with :class:`CpuClock`)."""
     synchronize(timer.device)
-    timer.start()
+    timer.start(runner) if isinstance(timer, CpuClock) else timer.start()
     runner.steps(steps)
     return timer.stop() / steps
 
@@ -218,20 +258,22 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device) -> l
         for name, overrides in args.variants:
             ours_cfg = compose_config(model, drop, device.type, args.batch_size, overrides)
             runners[(drop, name)] = Ours(ours_cfg, images, labels, device)
-    timer, times = Timer(device), {key: [] for key in runners}
+    timer, times = CpuClock() if args.clock == "cpu" else Timer(device), {key: [] for key in runners}
     for runner in runners.values():
         runner.steps(args.warmup)  # allocator, kernels, compilation, worker start
+        if isinstance(timer, CpuClock):
+            timer.settle(runner)
     for _ in range(args.rounds):
         for key, runner in runners.items():
             times[key].append(measure(runner, args.steps, timer))
-    eval_rates = {name: runners[(args.drops[0], name)].evaluation_images_per_second(images, labels, timer)
+    eval_rates = {name: runners[(args.drops[0], name)].evaluation_images_per_second(images, labels, Timer(device))
                   for name, _ in args.variants}
     rows = []
     for (drop, variant), seconds in times.items():
         step = statistics.median(seconds)
         rows.append(dict(model=model, drop=drop, variant=variant, step_s=step, images_s=args.batch_size / step,
                          spread=(max(seconds) - min(seconds)) / step, eval_images_s=eval_rates.get(variant),
-                         min_step_s=min(seconds), max_step_s=max(seconds)))
+                         min_step_s=min(seconds), max_step_s=max(seconds), seconds=list(seconds)))
     return rows
 
 
@@ -271,6 +313,15 @@ def _rate_range(row: dict, batch: int) -> str:
     return f"{batch / row['max_step_s']:,.0f} / {row['images_s']:,.0f} / {batch / row['min_step_s']:,.0f}"
 
 
+def paired_ratio(slower: dict, faster: dict) -> str:
+    """``slower``'s step time over ``faster``'s, round by round (the two ran back to back in each round, so a change
+    of load between rounds falls on both): the median of the per-round ratios, their range in brackets, and the
+    ratio of the two fastest rounds."""
+    ratios = [a / b for a, b in zip(slower["seconds"], faster["seconds"], strict=True)]
+    return (f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] "
+            f"(best {slower['min_step_s'] / faster['min_step_s']:.2f}x)")
+
+
 def render_cpu_with_bf16_baseline(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     """The issue-35 layout: ours against the plain loop in fp32 and in bf16, with min/median/max and the load."""
     lines = [f"## Training throughput against the plain loop in fp32 and bf16, {datetime.date.today()}: CPU "
@@ -282,9 +333,13 @@ def render_cpu_with_bf16_baseline(rows: list[dict], args: argparse.Namespace, co
                  f"{name}: {' '.join(o) or '(defaults)'} -> {variant_precision(o, torch.device('cpu'))}"
                  for name, o in args.variants) + ".",
              f"- Load average (1, 5, 15 min) before: {args.load_before}; after: {args.load_after}.",
-             "- Cells: images/s, median over rounds, with min / median / max; ratios are of medians, the ratio of "
-             "the best rounds (fastest round over fastest round) in brackets. 'vs no drop': ours' step time over "
-             "the no-drop step's (medians; minima in brackets).", "",
+             "- Clock: " + ("**CPU seconds** (this process's threads, plus the plain loop's DataLoader workers' CPU "
+                            "since its previous window), so 'img/s' is images per CPU-second: the work a step costs, "
+                            "whatever else the machine runs" if args.clock == "cpu" else "wall seconds") + ".",
+             "- Cells: images/s over the rounds as min / median / max. Ratios are paired by round (each round runs "
+             "every runner back to back): the median of the per-round ratios, [their range], and (best: the fastest "
+             "round over the fastest round). 'ours / plain': speed-up of ours; 'vs no drop': ours' SelectScale "
+             "step time over ours' no-drop step time.", "",
              "| model | drop | variant | plain fp32 img/s (min/med/max) | plain bf16 img/s (min/med/max) | ours img/s "
              "(min/med/max) | ours / plain fp32 | ours / plain bf16 | ours step (ms) | vs no drop |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -293,12 +348,10 @@ def render_cpu_with_bf16_baseline(rows: list[dict], args: argparse.Namespace, co
     for r in (r for r in rows if not r["variant"].startswith("baseline")):
         fp32, bf16 = index[(r["model"], r["drop"], "baseline")], index[(r["model"], r["drop"], "baseline-bf16")]
         plain = index.get((r["model"], "none", r["variant"]))
-        overhead = (f"{r['step_s'] / plain['step_s']:.3f}x ({r['min_step_s'] / plain['min_step_s']:.3f}x)"
-                    if plain else "—")
+        overhead = paired_ratio(r, plain) if plain and plain is not r else "—"
         cells = [r["model"], r["drop"], r["variant"], _rate_range(fp32, batch), _rate_range(bf16, batch),
                  _rate_range(r, batch),
-                 f"{r['images_s'] / fp32['images_s']:.2f}x ({fp32['min_step_s'] / r['min_step_s']:.2f}x)",
-                 f"{r['images_s'] / bf16['images_s']:.2f}x ({bf16['min_step_s'] / r['min_step_s']:.2f}x)",
+                 paired_ratio(fp32, r), paired_ratio(bf16, r),
                  f"{1000 * r['step_s']:.1f}", overhead]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -369,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=None, metavar="NAME=OVERRIDES",
                         help="a configuration of ours: a name, '=', space-separated train.py overrides "
                              "(repeatable; default: 'ours=' the trainer defaults)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU seconds of this process and the plain loop's DataLoader workers (Linux), not "
+                             "wall seconds: robust to other programs on a shared machine; run it with "
+                             "OMP_NUM_THREADS=1, where CPU time is work (with more threads it counts spin-waiting)")
     parser.add_argument("--baseline-bf16", action="store_true",
                         help="also the plain loop under train.py's bf16 autocast (issue 35's second baseline)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200: 989)")

@@ -152,8 +152,10 @@ def report(args: argparse.Namespace) -> str:
         low, high = 100 * (mean_diff - half), 100 * (mean_diff + half)
         lines[-1] += (f", SD {100 * sd_diff:.2f}, 95% CI [{low:+.2f}, {high:+.2f}] (t, {n - 1} dof). Seed-to-seed "
                       f"SD (the larger of the two): {100 * spread:.2f} points; the mean difference is "
-                      f"{'within' if within else 'beyond'} it.")
-    lines += ["", f"Median epoch time (train + test pass, this machine, shared with other work): fp32 "
+                      f"{'within' if within else 'beyond'} it. With {n} seeds the interval rules out only differences "
+                      "beyond its bounds: no difference larger than the seed noise is shown, equal errors are not.")
+    lines += ["", f"Median epoch time (train + test pass, from metrics.jsonl; the threads and the machine's other work "
+              f"are the runs' own, so this is not a speed measurement): fp32 "
               f"{statistics.median(seconds['fp32']):.1f} s, bf16 {statistics.median(seconds['bf16']):.1f} s "
               f"({statistics.median(seconds['fp32']) / statistics.median(seconds['bf16']):.2f}x).", "",
               "Commands (`python scripts/precision_check.py run` runs them in this order, skipping finished runs):", "",

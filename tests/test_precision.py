@@ -246,3 +246,17 @@ def test_a_table_refuses_to_mix_precisions_in_one_line(tmp_path):
     assert "\n" not in str(raised.value)
     refuse_mixed_precisions("t", [rows[1], _row(tmp_path, "old", None)])  # an old fp32 run is fp32
     refuse_mixed_precisions("t", [rows[0], _row(tmp_path, "amd", "bf16", cpu="AMD EPYC")])  # another CPU: allowed
+
+
+def test_the_committed_precision_check_rerenders_byte_for_byte(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    committed = repo / "results" / "precision_check" / "README.md"
+    if not committed.is_file():
+        pytest.skip("results/precision_check/ is not committed in this checkout")
+    done = subprocess.run([sys.executable, "scripts/precision_check.py", "report", "--out", str(tmp_path / "r.md")],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "r.md").read_bytes() == committed.read_bytes()
