@@ -122,7 +122,10 @@ def final_summary(result: dict, run_dir) -> str:
     official = "official" if data["verified"] else "not the verified official files"
     top1, split = 100 * result["test_top1_error"], data.get("evaluated_on", "test")
     held = " held out of the training files" if split == "validation" else ""
-    return (f"final {split} error (last epoch {result['epochs_completed']}): top-1 {top1:.2f}%, "
+    text = (f"final {split} error (last epoch {result['epochs_completed']}): top-1 {top1:.2f}%, "
             f"top-5 {100 * result['test_top5_error']:.2f}% on {data['test_size']} {data['name']} {split} images{held} "
-            f"({official})\nrun directory: {run_dir}\nTensorBoard: tensorboard --logdir "
-            f"{shlex.quote(f'{run_dir}/tensorboard')}")
+            f"({official})\nrun directory: {run_dir}")
+    loggers = (result.get("config") or {}).get("logger") or {"tensorboard": {}}  # no logger node: TensorBoard's
+    if "tensorboard" in loggers:
+        text += f"\nTensorBoard: tensorboard --logdir {shlex.quote(f'{run_dir}/tensorboard')}"
+    return text

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selectscale.engine.eta import queue_eta
 from selectscale.errors import Preempted
 
 POLL_S = 0.2  # how often finished processes and signals are looked for (seconds): negligible against runs
@@ -134,7 +135,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, cwd: Path, echo: Callable[[str]
     once every started job has ended."""
     if parallel < 1:
         raise ValueError(f"parallel={parallel} must be >= 1")
-    env, pending, running, failures = job_environment(parallel), list(jobs), {}, []
+    env, pending, running, failures, clock = job_environment(parallel), list(jobs), {}, [], _QueueClock(parallel)
     stopped = None
     terminated: set[str] = set()
     killed = False
@@ -149,7 +150,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, cwd: Path, echo: Callable[[str]
                 while pending and len(running) < parallel:
                     job = pending.pop(0)
                     echo(f"[start] {job.name}" + (f" (log: {job.log})" if job.log is not None else ""))
-                    running[job] = _start(job, cwd, env)
+                    running[job] = clock.start(job, _start(job, cwd, env))
                 if stopped is not None:
                     for job, process in running.items():
                         if job.name not in terminated and process.poll() is None:
@@ -165,6 +166,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, cwd: Path, echo: Callable[[str]
                     if process.poll() is not None:
                         del running[job]
                         _ended(job, process.returncode, stopped, failures, echo)
+                        clock.ended(job, process.returncode, running, len(pending), echo, stopping=stopped is not None)
                 time.sleep(POLL_S if running else 0)
         except BaseException:
             for process in running.values():  # an error of the queue itself: its jobs end with it, never orphaned
@@ -180,6 +182,29 @@ def run_jobs(jobs: Sequence[Job], parallel: int, cwd: Path, echo: Callable[[str]
     if stopped is not None:
         raise stopped
     return failures
+
+
+class _QueueClock:
+    """The jobs' start times and the finished ones' durations: after each finished job, while runs are left, the
+    line ``[eta] ~2 h 10 min left for 12 runs (at 21 min per finished run)`` (engine.eta.queue_eta)."""
+
+    def __init__(self, parallel: int) -> None:
+        self.parallel, self.started, self.durations = parallel, {}, []
+
+    def start(self, job: Job, process: subprocess.Popen) -> subprocess.Popen:
+        self.started[job] = time.monotonic()
+        return process
+
+    def ended(self, job: Job, returncode: int, running: dict, pending: int, echo, stopping: bool) -> None:
+        now = time.monotonic()
+        started = self.started.pop(job, now)
+        if returncode == 0:  # a failed job's time says nothing about a run's
+            self.durations.append(now - started)
+        if stopping:  # no run is left to estimate
+            return
+        elapsed = [now - self.started[other] for other in running if other in self.started]
+        if (line := queue_eta(self.durations, elapsed, pending, self.parallel)) is not None:
+            echo(f"[eta] {line}")
 
 
 def _ended(job: Job, returncode: int, stopped: QueueStopped | None, failures: list[Failure], echo) -> None:

@@ -9,8 +9,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "selectscale"
 # layer of each top-level part; a module may import only its own layer or lower ones
-LAYERS = {"paths": 0, "errors": 0, "drop": 1, "models": 1, "data": 1, "runs": 2, "engine": 2, "report": 3, "figures": 3,
-          "runqueue": 3, "failures": 4, "argv_checks": 4, "experiments": 4, "evaluate": 4, "train": 5}
+LAYERS = {"paths": 0, "errors": 0, "drop": 1, "models": 1, "data": 1, "runs": 2, "loggers": 2, "engine": 2, "report": 3,
+          "figures": 3, "runqueue": 3, "failures": 4, "argv_checks": 4, "experiments": 4, "evaluate": 4, "train": 5}
+# Within layer 2 the loggers sit below the engine: the engine builds them, they import nothing of it (checked below).
+BELOW = {"loggers": ("engine",)}
 
 
 def part_of(module: str) -> str:
@@ -43,6 +45,14 @@ def test_imports_go_down_the_layers(path):
     assert not upward, f"{path.relative_to(PACKAGE)} ({own}) imports {upward} from a higher layer"
 
 
+@pytest.mark.parametrize("path", [p for p in MODULES if p.relative_to(PACKAGE).parts[0] in BELOW],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_loggers_import_nothing_of_the_engine(path):
+    own = path.relative_to(PACKAGE).parts[0]
+    upward = [m for m in imported_modules(path) if part_of(m) in BELOW[own]]
+    assert not upward, f"{path.relative_to(PACKAGE)} ({own}) imports {upward}, which is above it"
+
+
 def test_every_part_of_the_package_has_a_layer():
     parts = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert parts - {"__init__"} <= set(LAYERS), sorted(parts - {"__init__"} - set(LAYERS))
@@ -67,7 +77,8 @@ def test_train_py_starts_without_torchvision():
 
 
 RUN_FILE_NAMES = {"config.yaml", "result.json", "metrics.jsonl", "train.log", ".lock", "checkpoint.pt",
-                  "checkpoint.prev.pt", ".checkpoint.staged.pt", "checkpoint.pt.sha256", "checkpoint.prev.pt.sha256"}
+                  "checkpoint.prev.pt", ".checkpoint.staged.pt", "checkpoint.pt.sha256", "checkpoint.prev.pt.sha256",
+                  "checkpoint.best.pt"}
 OPENERS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "load", "save"}  # also torch.load/save
 
 

@@ -25,8 +25,8 @@ from .cifar_files import CifarFormatError, read_batch, read_classes
 from .download import download_cifar_archive
 
 __all__ = [
-    "CIFAR_MEAN_STD", "CifarFormatError", "CifarSpec", "CifarSplit", "check_same_classes", "cifar_specs",
-    "download_cifar", "load_cifar", "load_cifar_splits", "official_md5",
+    "CIFAR_MEAN_STD", "CifarFormatError", "CifarSpec", "CifarSplit", "UnofficialFilesWarning", "check_same_classes",
+    "cifar_specs", "download_cifar", "load_cifar", "load_cifar_splits", "official_md5",
 ]
 
 # Per-channel (R, G, B) mean and standard deviation of the 50,000 official training images, in [0, 1] units,
@@ -195,12 +195,21 @@ def _read_split(root: Path, spec: CifarSpec, train: bool) -> tuple[CifarSplit, l
     return split, unofficial
 
 
+class UnofficialFilesWarning(UserWarning):
+    """Files that are not the official ones (md5 differs) were read: ``title`` (e.g. CIFAR-10) and ``files`` name
+    them, so that a caller can say so in its own words (the engine: one log line)."""
+
+    def __init__(self, message: str, title: str, files: tuple[Path, ...]) -> None:
+        super().__init__(message)
+        self.title, self.files = title, files
+
+
 def _warn_unofficial(spec: CifarSpec, unofficial: list[Path]) -> None:
     if unofficial:
         warnings.warn(
-            f"{spec.title} files are not the official ones (md5 differs), read anyway and marked "
-            f"verified=False: {', '.join(str(p) for p in unofficial)}",
-            UserWarning,
+            UnofficialFilesWarning(f"{spec.title} files are not the official ones (md5 differs), read anyway and "
+                                   f"marked verified=False: {', '.join(str(p) for p in unofficial)}",
+                                   spec.title, tuple(unofficial)),
             stacklevel=3,
         )
 

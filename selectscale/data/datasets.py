@@ -143,11 +143,12 @@ def build_loaders(
     eval_batch_size: int | None = None,
     workers: int = 8,
     padding_mode: str = "zeros",
+    auto_augment: str | None = None,
 ) -> tuple[DeviceLoader | Any, DeviceLoader | Any]:
     """(train, test) loaders of ``bundle`` for this rank; ``batch_size`` is per rank. Both yield
     (images, labels) on ``device`` and have ``set_epoch``, ``__len__`` and ``num_samples``.
     ``workers`` (decoding processes) only matters for ImageNet, ``padding_mode`` (of the training crops:
-    zeros or reflect) only for the in-memory sets."""
+    zeros or reflect) and ``auto_augment`` (None, randaugment, trivialaugment) only for the in-memory sets."""
     if bundle.name == "imagenet":
         from .imagenet import build_imagenet_loaders
 
@@ -161,6 +162,6 @@ def build_loaders(
         channels_last=channels_last, rank=rank, world_size=world_size,
     )
     train = DeviceLoader(bundle.train.images, bundle.train.labels, batch_size, train=True, padding_mode=padding_mode,
-                         **common)
+                         auto_augment=auto_augment, **common)
     test = DeviceLoader(bundle.test.images, bundle.test.labels, eval_batch_size or batch_size, train=False, **common)
     return train, test

@@ -19,9 +19,12 @@ from selectscale.data.loader import PADDING_MODES
 from selectscale.drop import DROP_LAYERS, build_drop, drop_arguments
 from selectscale.drop.functional import ROUNDINGS, SCORES
 from selectscale.errors import ConfigError
+from selectscale.loggers import logger_problem
 from selectscale.models import list_models, model_spec
 from selectscale.models.cifar_resnet import SHORTCUTS
 
+from .debug_checks import validate_debug
+from .recipe_checks import validate_recipe
 from .schema import DropConfig, TrainConfig, milestone_epochs, register_configs
 
 __all__ = ["ConfigError", "Precision", "TrainConfig", "drop_kwargs", "interpolation_problem", "model_options",
@@ -365,7 +368,12 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     validate_drop(cfg.drop)
     validate_trainer(cfg.trainer, world_size)
     validate_schedule(cfg)
+    validate_recipe(cfg)  # the recipe switches (issue 36)
+    validate_debug(cfg)  # the debug= group's keys (issue 36)
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "it must be >= 0")
+    # the loggers: names from their registry, options from each one's signature, its package installed (issue 36)
+    if (problem := logger_problem(resolved.get("logger") or {})) is not None:
+        raise ConfigError(problem)
     validate_files(cfg)
     validate_devices(cfg.trainer)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
 from selectscale.data import build_dataset, build_loaders
+from selectscale.data.cifar import UnofficialFilesWarning
 from selectscale.data.holdout import SubsetTooLarge
+from selectscale.data.overfit import RepeatedBatch
 
 from .config import ConfigError
 from .distributed import DistContext
+
+log = logging.getLogger("selectscale")
 
 
 @dataclass
@@ -28,10 +36,11 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     data = cfg.dataset
     colour = {} if data.name != "imagenet" else dict(color_jitter=data.color_jitter, lighting=data.lighting)
     try:
-        bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
-                               num_test=data.test_size, num_classes=data.num_classes, on_bad_image=data.on_bad_image,
-                               validation_fraction=data.validation_fraction, split_seed=data.split_seed,
-                               train_per_class=data.train_per_class, **colour)
+        with _unofficial_files_logged():
+            bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
+                                   num_test=data.test_size, num_classes=data.num_classes,
+                                   on_bad_image=data.on_bad_image, validation_fraction=data.validation_fraction,
+                                   split_seed=data.split_seed, train_per_class=data.train_per_class, **colour)
     except SubsetTooLarge as error:
         raise ConfigError(str(error)) from None
     if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
@@ -40,7 +49,28 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     # Inputs stay float32: under bf16 autocast the first convolution casts them itself.
     train, test = build_loaders(bundle, cfg.trainer.batch_size // ctx.world_size, seed=cfg.seed, device=ctx.device,
                                 rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last,
-                                workers=data.workers, padding_mode=data.padding_mode)
-    info = dict(name=data.name, train_size=len(bundle.train), test_size=len(bundle.test),
+                                workers=data.workers, padding_mode=data.padding_mode,
+                                auto_augment=data.auto_augment)
+    overfit = bool(data.get("overfit_batch", False))
+    if overfit:  # debug=overfit_batch: one fixed, un-augmented batch (validated: CIFAR-shaped sets only)
+        train = RepeatedBatch(train)
+    info = dict(name=data.name, train_size=cfg.trainer.batch_size if overfit else len(bundle.train),
+                test_size=len(bundle.test),
                 num_classes=bundle.num_classes, verified=bool(bundle.verified), evaluated_on=bundle.evaluated_on)
     return TrainingData(train, test, bundle.num_classes, info)
+
+
+@contextlib.contextmanager
+def _unofficial_files_logged() -> Iterator[None]:
+    """CIFAR files that are not the official ones: one log line of our own instead of the warning's several (with
+    its source line, it read like a traceback at the start of every such run). Other warnings pass as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnofficialFilesWarning)
+        yield
+    for item in caught:
+        if isinstance(item.message, UnofficialFilesWarning):
+            log.warning("%s: %d file(s) are not the official ones (md5 differs), e.g. %s: read anyway; result.json "
+                        "records dataset.verified=false", item.message.title, len(item.message.files),
+                        item.message.files[0])
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno, source=item.source)

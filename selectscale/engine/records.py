@@ -1,77 +1,79 @@
-"""Per-epoch records: metrics.jsonl (one JSON object a line), TensorBoard scalars, a summary line, and
-a tqdm bar on an interactive terminal. Only rank 0 writes; other ranks get a logger that does nothing.
+"""Per-epoch records: metrics.jsonl (one JSON object a line, always), the chosen loggers (configs/logger/: TensorBoard
+by default; selectscale.loggers), a summary line, and a tqdm bar on an interactive terminal. Only rank 0 writes;
+other ranks get a logger that does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from selectscale.errors import OutputWriteError
-from selectscale.runs.layout import TENSORBOARD, check_entry
+from selectscale.loggers import TAGS, LogStart, build_loggers
 from selectscale.runs.metrics import append_metrics
 
-log = logging.getLogger("selectscale")
+from .eta import EpochClock
 
-# TensorBoard tag for every metrics.jsonl field that is plotted.
-TENSORBOARD_TAGS = {
-    "lr": "train/lr",
-    "drop_strength": "train/drop_strength",
-    "train_loss": "train/loss",
-    "train_top1_error": "train/top1_error",
-    "test_loss": "test/loss",
-    "test_top1_error": "test/top1_error",
-    "test_top5_error": "test/top5_error",
-    "images_per_second": "speed/images_per_second",
-}
+log = logging.getLogger("selectscale")
+DEFAULT_LOGGERS = {"tensorboard": {}}  # a config without a logger node: what every run logged before the group
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
-        """``purge_step``: on resume, TensorBoard hides events at or after this epoch from the first run."""
+    def __init__(self, run_dir: Path, enabled: bool, loggers: Mapping[str, Any] | None = None,
+                 first_epoch: int = 1, first_step: int = 0, partial_first_epoch: bool = False) -> None:
+        """``loggers``: the config's ``logger`` node as a plain dict (None: TensorBoard). ``first_epoch`` and
+        ``first_step``: what this process logs first; on a resume the loggers hide later points of the first run.
+        ``partial_first_epoch``: that epoch resumes mid-way, so its time is no measure of an epoch (the ETA)."""
         self.enabled = enabled
         self.run_dir = run_dir
-        self._writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            check_entry(run_dir / TENSORBOARD, folder=True)
-            self._writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD), purge_step=purge_step)
+        self.clock = EpochClock(skip_first=partial_first_epoch)  # the ETA after each epoch (issue 36)
+        start = LogStart(run_dir, first_epoch, first_step)
+        self.loggers = build_loggers(DEFAULT_LOGGERS if loggers is None else loggers, start) if enabled else []
 
     def log_epoch(self, record: dict) -> None:
         """Append one epoch's record, plot it, and print the one-line summary."""
         if not self.enabled:
             return
         append_metrics(self.run_dir, record)  # first and fsynced: the epoch counts once it is here
-        try:
-            for key, tag in TENSORBOARD_TAGS.items():
-                if record.get(key) is not None:
-                    self._writer.add_scalar(tag, record[key], record["epoch"])
-            self._writer.flush()
-        except OSError as error:  # a full disk: exit 5 like a failed checkpoint; the last checkpoint is intact
-            raise OutputWriteError(f"could not write the TensorBoard events of {self.run_dir}: "
-                                   f"{error.strerror or error}; the previous checkpoints are intact (free disk "
-                                   "space, then resume with trainer.resume=auto)") from error
-        log.info(summary_line(record))
+        scalars = {key: record[key] for key in TAGS["epoch"] if record.get(key) is not None}
+        self._each("log_scalars", record["epoch"], scalars, "epoch")
+        eta, note = self.clock.after_epoch(record["epoch"], record["epochs"], record["seconds"])
+        log.info(summary_line(record) + (f" | {eta}" if eta else ""))
+        if note:
+            log.info("%s", note)
+
+    def log_step(self, step: int, scalars: dict) -> None:
+        """Per-step scalars (``logger.log_every_n_steps``): train_loss, lr, drop_strength at optimizer step ``step``."""
+        self._each("log_scalars", step, scalars, "step")
 
     def log_hparams(self, hparams: dict, metrics: dict) -> None:
-        """The run's hyperparameters with its final metrics, for TensorBoard's HParams tab (rank 0 only). Values
-        that are not numbers, strings or booleans (lists, null) are shown as text."""
-        if not self.enabled:
-            return
-        shown = {key: value if isinstance(value, bool | int | float | str) else str(value)
-                 for key, value in hparams.items()}
-        # run_name ".": the HParams summary goes into this run's own event folder, not a timestamped subfolder
-        self._writer.add_hparams(shown, {key: value for key, value in metrics.items() if value is not None},
-                                 run_name=".")
-        self._writer.flush()
+        """The run's hyperparameters with its final metrics (TensorBoard's HParams tab, W&B's config, MLflow's
+        params); rank 0 only."""
+        self._each("log_hparams", hparams, metrics)
+
+    def _each(self, method: str, *args) -> None:
+        for logger in self.loggers:
+            try:
+                getattr(logger, method)(*args)
+            except OSError as error:  # a full disk: exit 5 like a failed checkpoint; the last checkpoint is intact
+                raise OutputWriteError(f"could not write the {logger.name} logs of {self.run_dir}: "
+                                       f"{error.strerror or error}; the previous checkpoints are intact (free disk "
+                                       "space, then resume with trainer.resume=auto)") from error
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        loggers, self.loggers = self.loggers, []
+        for index, logger in enumerate(loggers):
+            try:
+                logger.close()
+            except BaseException:
+                for other in loggers[index + 1:]:  # the others still close; the first failure is raised
+                    other.close()
+                raise
 
 
 def summary_line(record: dict) -> str:

@@ -23,9 +23,21 @@ def learning_rate(schedule: DictConfig, progress: float, epochs: int, steps_per_
     Cosine: lr x (1 + cos(pi x progress / epochs)) / 2, updated every step (Loshchilov and Hutter).
 
     ``schedule.warmup_steps`` > 0: ``schedule.warmup_lr`` for the first that many steps, then the schedule
-    (He et al. 2016's ResNet-110 recipe: 0.01 until the training error is below 80%, about 400 iterations)."""
-    if getattr(schedule, "warmup_steps", 0) and _step_of(progress, steps_per_epoch) < schedule.warmup_steps:
-        return schedule.warmup_lr
+    (He et al. 2016's ResNet-110 recipe: 0.01 until the training error is below 80%, about 400 iterations).
+    ``schedule.warmup_mode=linear``: at step s < warmup_steps, warmup_lr + (scheduled - warmup_lr) x s / warmup_steps,
+    a per-step line from warmup_lr (step 0) to the schedule's own value (reached at step warmup_steps)."""
+    warmup = getattr(schedule, "warmup_steps", 0)
+    step = _step_of(progress, steps_per_epoch) if warmup else 0
+    if warmup and step < warmup:
+        if getattr(schedule, "warmup_mode", "constant") != "linear":
+            return schedule.warmup_lr
+        scheduled = _scheduled(schedule, progress, epochs)
+        return schedule.warmup_lr + (scheduled - schedule.warmup_lr) * step / warmup
+    return _scheduled(schedule, progress, epochs)
+
+
+def _scheduled(schedule: DictConfig, progress: float, epochs: int) -> float:
+    """The step or cosine schedule's learning rate at ``progress``, without warm-up."""
     if schedule.name == "step":
         passed = sum(int(progress) >= m for m in milestone_epochs(schedule.milestones, epochs))
         return schedule.lr * schedule.gamma**passed

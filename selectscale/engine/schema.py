@@ -34,6 +34,12 @@ class DatasetConfig:
     # and saturation, and the AlexNet PCA lighting std; 0 disables either.
     color_jitter: float | None = None
     lighting: float | None = None
+    # CIFAR and synthetic: null | randaugment | trivialaugment (torchvision v2, per image, uint8, after the crop
+    # and flip, before normalisation: selectscale/data/autoaugment.py); null: off (the paper's recipe).
+    auto_augment: str | None = None
+    # CIFAR and synthetic (debug=overfit_batch): train on ONE fixed batch of trainer.batch_size training images,
+    # un-augmented, repeated at every step (selectscale/data/overfit.py): the loss must go to 0. false: off.
+    overfit_batch: bool = False
 
 
 @dataclass
@@ -69,6 +75,8 @@ class ScheduleConfig:
     gamma: float = 0.2  # step: lr multiplier at each milestone
     warmup_steps: int = 0  # the first steps at warmup_lr (He et al.'s ResNet-110: 0.01 for ~400 steps); 0: none
     warmup_lr: float = 0.01
+    # constant: warmup_lr for warmup_steps steps (the default); linear: per step from warmup_lr up to the schedule
+    warmup_mode: str = "constant"
     # Derived, shown in the printed config: the milestones as epochs of this run. Do not set it.
     milestone_epochs: list[int] = "${milestone_epochs:${schedule.milestones},${trainer.epochs}}"
 
@@ -106,6 +114,17 @@ class TrainerConfig:
     dist_timeout_s: int = 600  # a collective that waits longer fails the job instead of hanging
     progress_bar: bool = True  # tqdm on an interactive terminal, rank 0 only
     max_steps_per_epoch: int | None = None  # shorten epochs (smoke tests); None: the whole split
+    profile_steps: int = 0  # debug=profile: record this many training steps with torch.profiler (RUN_DIR/profiler/)
+    # Recipe switches (issue 36), all off by default (the paper's recipe): docs/reproduction.md, "Recipe switches".
+    ema_decay: float | None = None  # EMA of the weights and buffers (AveragedModel), evaluated beside them; None: off
+    ema_every: int = 1  # update the EMA every this many optimizer steps
+    grad_clip_norm: float | None = None  # clip the gradients' global L2 norm to this; None: off
+    label_smoothing: float = 0.0  # cross-entropy label smoothing; 0: off
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs (Zhang et al.); 0: off
+    cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha) box (Yun et al.); 0: off. Both > 0: one of them per batch
+    mix_prob: float = 1.0  # the chance that a batch is mixed (when mixup_alpha or cutmix_alpha > 0)
+    keep_best: bool = False  # also keep checkpoint.best.pt: the weights of the lowest VALIDATION error (needs
+    # dataset.validation_fraction > 0; never chosen on the test split)
 
 
 @dataclass
@@ -118,6 +137,10 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # The logger group (configs/logger/): the chosen loggers by name, each with its options (selectscale.loggers
+    # validates names and options: the registry and each logger's keyword arguments), and log_every_n_steps: also
+    # log train loss, lr and drop strength every this many optimizer steps (0 or null: epoch records only).
+    logger: dict[str, typing.Any] = field(default_factory=lambda: {"log_every_n_steps": 0})
 
 
 # Groups whose schema takes keys it does not declare, added on the command line with `+group.key=value`: none
@@ -146,8 +169,10 @@ def undeclared_key(key: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def milestone_epochs(milestones, epochs) -> list[int]:
-    """Milestone fractions of the run as epochs: [0.3, 0.6, 0.8] of 200 epochs is [60, 120, 160]."""
-    return [round(float(fraction) * int(epochs)) for fraction in milestones]
+    """Milestone fractions of the run as epochs: [0.3, 0.6, 0.8] of 200 epochs is [60, 120, 160]. At least 1
+    (the order kept): in a run shortened to 1 epoch, 0.3 would round to epoch 0, a drop before the first step
+    (lr x gamma from the start); no milestone falls before the end of epoch 1 (docs/reproduction.md)."""
+    return [max(1, round(float(fraction) * int(epochs))) for fraction in milestones]
 
 
 def register_configs() -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -43,11 +44,15 @@ class StepSettings:
     epochs: int
     micro_batches: int
     autocast_device: str | None  # see autocast_device()
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this before each step; None: off
+    label_smoothing: float = 0.0  # of the training loss (0: off); the evaluation loss is never smoothed
 
     @classmethod
     def from_config(cls, cfg, device: torch.device) -> StepSettings:
+        clip = cfg.trainer.get("grad_clip_norm")
         return cls(_plain(cfg.schedule), _plain(cfg.curriculum), int(cfg.trainer.epochs),
-                   int(cfg.trainer.micro_batches), autocast_device(cfg, device))
+                   int(cfg.trainer.micro_batches), autocast_device(cfg, device),
+                   None if clip is None else float(clip), float(cfg.trainer.get("label_smoothing", 0.0)))
 
 
 def _plain(node) -> Any:
@@ -69,9 +74,17 @@ class StepContext:
     preemption: object  # PreemptionFlag
     global_step: int = 0
     last_strength: float | None = None  # strength last written to the drop layers
+    # per-step scalars (logger.log_every_n_steps; rank 0): on_step(step, {train_loss, lr, drop_strength}) at the
+    # 0-based optimizer steps 0, k, 2k, ...; 0: never (no call, no host-device sync)
+    log_every: int = 0
+    on_step: Callable[[int, dict], None] | None = None
+    ema: Any = None  # engine.ema.WeightAverage, updated after each optimizer step; None: off
+    mixer: Any = None  # engine.mixing.BatchMixer: (images, labels) -> (images, soft targets); None: off
+    profiler: Any = None  # torch.profiler.profile (trainer.profile_steps, debug=profile): step() after each step
 
     def __post_init__(self) -> None:
         self.drop_layers = list(drop_layers(self.drop_target))  # found once, not every step
+        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
 
 
 def autocast_device(cfg, device: torch.device) -> str | None:
@@ -148,7 +161,13 @@ def train_epoch(model: nn.Module, loader, epoch: int, start_batch: int, ctx: Ste
             first_lr, first_strength = (lr, strength) if first_lr is None else (first_lr, first_strength)
             loss = _train_step(model, images, labels, ctx, sums)
             images_seen += labels.shape[0]
+            if ctx.log_every and ctx.global_step % ctx.log_every == 0:  # float(loss): a sync on logged steps only
+                ctx.on_step(ctx.global_step, dict(train_loss=float(loss), lr=lr, drop_strength=strength))
             ctx.global_step += 1
+            if ctx.ema is not None:
+                ctx.ema.after_step(ctx.drop_target, ctx.global_step)
+            if ctx.profiler is not None:
+                ctx.profiler.step()
             bar.update(1)
             if heartbeat is not None:
                 heartbeat.step(batch + 1, labels.shape[0], loss)
@@ -183,21 +202,33 @@ def _train_step(model: nn.Module, images, labels, ctx: StepContext, sums: torch.
 
     Chunk j takes samples j, j + k, j + 2k, ... of the batch: exactly the samples rank j would get in a
     k-process run (the loader shards by stride), so k chunks on one process reproduce k processes,
-    BatchNorm statistics included."""
-    chunks = ctx.settings.micro_batches
+    BatchNorm statistics included.
+
+    With a mixer the batch is mixed first (the whole rank batch, before the chunks) and the loss takes its soft
+    targets; a training image counts as correct when the logits' argmax is the mixed target's argmax (the label of
+    the image holding the larger share). ``grad_clip_norm``: the accumulated gradients' global norm is clipped
+    before the step (bf16 autocast has no loss scaling, so there is nothing to unscale first)."""
+    chunks, settings = ctx.settings.micro_batches, ctx.settings
+    targets = labels
+    if ctx.mixer is not None:
+        images, targets = ctx.mixer(images, labels)
+    counted = labels if ctx.mixer is None else targets.argmax(1)
     ctx.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=ctx.device)
     for chunk in range(chunks):
-        chunk_images, chunk_labels = images[chunk::chunks], labels[chunk::chunks]
+        chunk_images, chunk_targets = images[chunk::chunks], targets[chunk::chunks]
+        chunk_labels = counted[chunk::chunks]
         sync = chunk == chunks - 1 or not hasattr(model, "no_sync")  # DDP all-reduces on the last chunk only
-        with contextlib.nullcontext() if sync else model.no_sync(), autocast(ctx.settings.autocast_device):
+        with contextlib.nullcontext() if sync else model.no_sync(), autocast(settings.autocast_device):
             logits = model(chunk_images)
-            loss = F.cross_entropy(logits, chunk_labels)
+            loss = F.cross_entropy(logits, chunk_targets, label_smoothing=settings.label_smoothing)
         (loss / chunks).backward()
         with torch.no_grad():
             correct = (logits.argmax(1) == chunk_labels).sum()
             sums += torch.stack([loss.detach().double() * chunk_labels.numel(), correct.double()])
             total += loss.detach() / chunks
+    if settings.grad_clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(ctx.parameters, settings.grad_clip_norm)
     ctx.optimizer.step()
     return total
 

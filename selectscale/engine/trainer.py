@@ -20,7 +20,7 @@ from selectscale.data.loader import derive_seed
 from selectscale.errors import ConfigError, Preempted
 from selectscale.runs import directory as rundir
 from selectscale.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
-from selectscale.runs.history import flatten, with_added_keys
+from selectscale.runs.history import flatten, is_runtime_key, with_added_keys
 from selectscale.runs.layout import CONFIG_FILE
 from selectscale.runs.lock import RunDirLock
 from selectscale.runs.metrics import read_metrics, truncate_metrics
@@ -30,6 +30,8 @@ from . import distributed
 from .config import Precision, resolve_precision, validate
 from .data_setup import build_data
 from .model_setup import build_model
+from .profiling import step_profiler
+from .recipe import RecipeSwitches
 from .records import MetricsLogger
 from .signals import PreemptionFlag
 from .steps import StepContext, StepSettings, evaluate, train_epoch
@@ -130,6 +132,9 @@ class Trainer:
             nesterov=cfg.trainer.nesterov, weight_decay=cfg.trainer.weight_decay,
             foreach=None if ctx.device.type == "cuda" else True,
         )
+        # EMA, mixer, best checkpoint (issue 36): each None or off unless configured
+        self.switches = RecipeSwitches(cfg, self.model, self.data.num_classes, self.data.info["evaluated_on"],
+                                       run_dir, ctx.is_main)
         self.network = self._wrap(self.model)
         # Evaluation shards may differ in length across ranks: evaluate without DDP, which could wait
         # in a collective for a rank that has finished.
@@ -174,6 +179,7 @@ class Trainer:
                      world_size=self.ctx.world_size, cpu_rng=rng_states, partial=partials,
                      cuda_rng=torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None,
                      config=OmegaConf.to_yaml(self.cfg, resolve=True))  # resume checks it even without config.yaml
+        state.update(self.switches.checkpoint_state())  # nothing unless a switch is on
         save_checkpoint(state, self.run_dir)
 
     def resume(self) -> None:
@@ -190,6 +196,7 @@ class Trainer:
             raise ConfigError(f"trainer.resume=auto: the checkpoint in {self.run_dir} was written by "
                              f"{state['world_size']} processes, not {self.ctx.world_size}; resume with the same count")
         rundir.load_weights(self.run_dir, self.model, self.optimizer, state)
+        self.switches.load(state, self.run_dir)
         self.epoch, self.next_batch = state["epoch"], state["next_batch"]
         self.global_step, self.wall_time = state["global_step"], state["wall_time"]
         self.partial = state["partial"][self.ctx.rank] if state["partial"] is not None else None
@@ -212,7 +219,9 @@ class Trainer:
     def run(self) -> dict:
         if self.resume_note:
             log.info("%s", self.resume_note)  # now that train.log is attached
-        logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, purge_step=self.epoch + 1)
+        loggers = OmegaConf.to_container(self.cfg.logger, resolve=True) if "logger" in self.cfg else None
+        logger = MetricsLogger(self.run_dir, enabled=self.ctx.is_main, loggers=loggers, first_epoch=self.epoch + 1,
+                               first_step=self.global_step, partial_first_epoch=self.next_batch > 0)
         settings = StepSettings.from_config(self.cfg, self.ctx.device)  # the config read once for the steps
         if self.ctx.is_main:
             log.info("%s", self.precision.line())
@@ -223,9 +232,14 @@ class Trainer:
                         "on such a CPU, unless bf16 numerics are the point", self.precision.reason,
                         self.environment["cpu_model"])
         step_ctx = StepContext(settings, self.optimizer, self.ctx.device, self.model, self.steps_per_epoch,
-                               self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step)
+                               self.cfg.trainer.progress_bar and self.ctx.is_main, None, self.global_step,
+                               ema=self.switches.ema, mixer=self.switches.mixer)
+        if logger.loggers:  # per-step scalars to the loggers (issue 36): rank 0 only, the only rank with loggers
+            step_ctx.log_every, step_ctx.on_step = int((loggers or {}).get("log_every_n_steps") or 0), logger.log_step
         try:
-            with PreemptionFlag() as preemption:
+            profile_steps = self.cfg.trainer.get("profile_steps", 0) if self.ctx.is_main else 0  # debug=profile
+            with PreemptionFlag() as preemption, \
+                    step_profiler(profile_steps, self.run_dir, self.ctx.device) as step_ctx.profiler:
                 step_ctx.preemption = preemption
                 while self.epoch < self.cfg.trainer.epochs:
                     self._one_epoch(step_ctx, logger)
@@ -239,16 +253,18 @@ class Trainer:
         return self._write_result(complete=True)
 
     def _log_hparams(self, logger: MetricsLogger) -> None:
-        """TensorBoard HParams: every result-changing setting beside the final errors (fractions)."""
+        """The loggers' hyperparameters (TensorBoard's HParams): every result-changing setting beside the final
+        errors (fractions)."""
         last = (read_metrics(self.run_dir) or [{}])[-1] if self.ctx.is_main else {}
         hparams = {key: value for key, value in flatten(OmegaConf.to_container(self.cfg, resolve=True)).items()
-                   if key not in rundir.RESUMABLE_DIFFERENCES}
+                   if not is_runtime_key(key)}
         logger.log_hparams(hparams, {f"hparam/{key}": last.get(key) for key in
                                      ("test_top1_error", "test_top5_error", "train_top1_error", "test_loss")})
 
     def _one_epoch(self, step_ctx: StepContext, logger: MetricsLogger) -> None:
         cfg, epochs = self.cfg, self.cfg.trainer.epochs
         self.data.train.set_epoch(self.epoch, self.next_batch)
+        resumed = (self.partial or {}).get("images", 0)  # trained before a resume: not in this process's images/s
         started = time.perf_counter()
         outcome = train_epoch(self.network, self.data.train, self.epoch, self.next_batch, step_ctx, self.partial)
         self.global_step, self.partial = step_ctx.global_step, None
@@ -260,20 +276,22 @@ class Trainer:
             self.save()
             raise Preempted(self._resume_hint(step_ctx.preemption.received or "a peer's signal"))
         totals = distributed.sum_across_ranks(torch.cat([outcome.sums, outcome.sums.new_tensor(
-            [float(outcome.images)])])).tolist()
+            [float(outcome.images), float(outcome.images - resumed)])])).tolist()
         last = self.epoch + 1 == epochs
         record = dict(epoch=self.epoch + 1, epochs=epochs, lr=outcome.lr, drop_strength=outcome.strength,
                       train_loss=totals[0] / totals[2], train_top1_error=1 - totals[1] / totals[2])
         if last or (self.epoch + 1) % cfg.trainer.eval_every == 0:
             record.update(evaluate(self.eval_network, self.data.test, self.ctx.device,
                                    step_ctx.settings.autocast_device))
+            self.switches.evaluate(record, self.data.test, self.ctx.device, step_ctx.settings.autocast_device)
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
         seconds = time.perf_counter() - started
         self.wall_time += seconds
-        record.update(images_per_second=totals[2] / seconds, seconds=seconds)
+        record.update(images_per_second=totals[3] / seconds, seconds=seconds)
         self.epoch, self.next_batch = self.epoch + 1, 0
         logger.log_epoch(record)
+        self.switches.after_epoch(record, self.epoch, self.model)
         if self.ctx.is_main and self.epoch in cfg.trainer.snapshot_epochs:
             save_snapshot(self.model.state_dict(), self.run_dir, self.epoch)
         if last or self.epoch % cfg.trainer.checkpoint_every == 0:
@@ -300,6 +318,7 @@ class Trainer:
             wall_time_seconds=self.wall_time,
             # What an epoch was: a run capped by trainer.max_steps_per_epoch saw only part of the data.
             steps_per_epoch=self.steps_per_epoch, full_epochs=self.steps_per_epoch == len(self.data.train),
+            **self.switches.result_fields(record),
         )
         if self.ctx.is_main:
             write_result(self.run_dir, result)  # atomic: a full disk leaves the previous result.json intact

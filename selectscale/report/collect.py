@@ -19,7 +19,7 @@ from typing import Any
 
 from selectscale.errors import RunDirError
 from selectscale.runs.files import read_text
-from selectscale.runs.history import RUNTIME_KEYS, flatten, with_added_keys
+from selectscale.runs.history import RUNTIME_KEYS, flatten, is_runtime_key, with_added_keys
 from selectscale.runs.layout import RESULT_FILE
 from selectscale.runs.metrics import read_metrics_lenient
 from selectscale.runs.result import SCHEMA_VERSION
@@ -60,6 +60,7 @@ class RunRow:
     device: str
     world_size: int
     max_steps_per_epoch: int | None = None
+    test_size: int | None = None  # images evaluated (result.json dataset.test_size; the validation split's)
     code_dirty: bool | None = None
     evaluated_on: str = "test"  # "validation": the errors are on images held out of the training files
     source: str | None = None  # the code version (result.json code.source: tree hashes of selectscale/, configs/)
@@ -104,9 +105,11 @@ def _hashable(value: Any) -> Any:
 
 
 def setting_of(config: dict) -> Setting:
-    """The experiment's identity: the flattened config minus :data:`KEYS_OUTSIDE_SETTING`, sorted by key."""
+    """The experiment's identity: the flattened config minus :data:`KEYS_OUTSIDE_SETTING` and the loggers (every
+    runtime key: runs.history.is_runtime_key), sorted by key."""
     flat = with_added_keys(flatten_config(config))  # a run recorded before a key existed had its old value
-    return tuple(sorted((key, value) for key, value in flat.items() if key not in KEYS_OUTSIDE_SETTING))
+    return tuple(sorted((key, value) for key, value in flat.items()
+                        if key not in KEYS_OUTSIDE_SETTING and not is_runtime_key(key)))
 
 
 def _lookup(result: dict, dotted: str) -> tuple[bool, Any]:
@@ -193,12 +196,17 @@ def row_from_result(path: Path, result: Any) -> RunRow:
         test_top5_error=None if result["test_top5_error"] is None else float(result["test_top5_error"]),
         device=str(result["device"]), world_size=result["world_size"],
         max_steps_per_epoch=trainer.get("max_steps_per_epoch"),
+        test_size=_count(data.get("test_size")),
         code_dirty=code.get("dirty") if isinstance(code, dict) else None,
         evaluated_on=str(data.get("evaluated_on", "test")),
         source=code.get("source") if isinstance(code, dict) else None,
         environment=environment_line(result.get("environment")),
         setting=setting_of(config),
     )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _fraction(value: Any) -> float | None:

@@ -38,7 +38,7 @@ import yaml
 
 from selectscale.paths import config_dir
 from selectscale.runs.files import read_text
-from selectscale.runs.history import RUNTIME_KEYS
+from selectscale.runs.history import is_runtime_key
 from selectscale.runs.layout import CONFIG_FILE, RESULT_FILE
 from selectscale.runs.state import run_state
 
@@ -153,7 +153,7 @@ def row_expectations(row: Row, epochs: int | None = None, extra: Iterable[str] =
         expected["trainer.epochs"] = Expected("trainer.epochs", float(epochs), f"--epochs {epochs}")
     elif not strict_epochs:
         expected.pop("trainer.epochs", None)
-    return [item for key, item in expected.items() if key not in RUNTIME_KEYS and key != "seed"]
+    return [item for key, item in expected.items() if not is_runtime_key(key) and key != "seed"]
 
 
 def _display(value: Any) -> str:

@@ -34,6 +34,7 @@ from .tables import (
     mean_and_std,
     seed_count_flag,
 )
+from .titles import table_title
 
 RUNS_HEADER = ["row", "seed", "state", "why", "run directory"]
 
@@ -196,12 +197,13 @@ def render_markdown(groups: Sequence[Group], paper: dict | None = None, expected
                     skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
                     extra_columns: bool = False, paper_header: str = "paper (%)",
                     run_states: Sequence[RunState] = ()) -> str:
-    """A Markdown section: title, provenance lines, the table, the comparisons, every expected run's state (when
-    ``run_states`` is given), and the left-out result files.
+    """A Markdown section: title (plus the data kind and schedule when they are not the paper's:
+    :func:`~selectscale.report.titles.table_title`), provenance lines, the table, the comparisons, every expected
+    run's state (when ``run_states`` is given), and the left-out result files.
 
     ``paper`` maps a group key (or, for one grouping key, the bare value) to the paper's number as text."""
     header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
-    lines = [f"## {title}", ""]
+    lines = [f"## {table_title(title, groups)}", ""]
     if provenance_lines:
         lines += [*(f"- {line}" for line in provenance_lines), ""]
     lines += _markdown_table(header, body)
@@ -262,10 +264,11 @@ def render_latex(groups: Sequence[Group], paper: dict | None = None, expected_se
                  skipped: Sequence[tuple[Path, str]] = (), paper_top5: dict | None = None,
                  extra_columns: bool = False, paper_header: str = "paper (%)",
                  run_states: Sequence[RunState] = ()) -> str:
-    """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages), the comparisons, then the
-    runs not counted (when ``run_states`` is given) and the left-out files."""
+    """A LaTeX ``table`` (plain ``tabular`` with ``\\hline``, no extra packages) captioned with the Markdown's
+    title, the comparisons, then the runs not counted (when ``run_states`` is given) and the left-out files."""
     header, body = table_cells(groups, paper, expected_seeds, paper_top5, extra_columns, paper_header)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}", *_latex_tabular(header, body)]
+    caption = latex_escape(table_title(title, groups))
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", *_latex_tabular(header, body)]
     comparisons = comparison_cells(groups, paper)
     if comparisons:
         lines += [r"\par\smallskip{\footnotesize Comparisons: Welch's t-test, two-sided, per-seed errors}\par",

@@ -29,6 +29,7 @@ from .collect import RunRow
 from .specs import ExperimentError, Table
 from .stats import drop_name
 from .tables import Group, final_train_mean, format_mean_std
+from .titles import table_title
 
 SELECTION_FILES = ("selection.md", "selection.json")
 NEAR_NO_OP_MAPS = 1.0  # a dropping method that drops fewer maps than this per drop layer, on average, is flagged
@@ -210,7 +211,7 @@ def render_selection(table: Table, groups: Sequence[Group], chosen: dict[str, Gr
     """selection.md: provenance, one line per grid row (every seed's validation error) and the choice."""
     winners = {id(entry) for entry in chosen.values()}
     sizes = sorted({row.train_size for entry in groups for row in entry.rows})
-    lines = [f"## {table.title}", "",
+    lines = [f"## {table_title(table.title, groups)}", "",
              f"- Rendered by `{command}` from the result.json files (each run: train.py with the overrides in "
              f"configs/paper/{table.name}.yaml).",
              "- Every run below was evaluated on its validation split (result.json `dataset.evaluated_on`), "

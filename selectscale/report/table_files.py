@@ -29,6 +29,7 @@ from .render import render_latex, render_markdown
 from .selection import write_selection
 from .specs import ExperimentError, Table
 from .tables import group
+from .titles import table_title
 
 
 def _left_out(table: Table, runs: Path, plan: Sequence[PlannedRun], seeds: int) -> list[tuple[Path, str]]:
@@ -205,12 +206,13 @@ def _render(table: Table, groups: list, paper: dict, paper_top5: dict, skipped: 
                                paper_top5=paper_top5 if table.top5 else None, extra_columns=extra_columns,
                                paper_header=table.paper_header, run_states=listed))
     if evidence:
-        meta = {"title": table.title, "command": command, "spec": f"configs/paper/{table.name}.yaml",
+        title = table_title(table.title, groups)
+        meta = {"title": title, "command": command, "spec": f"configs/paper/{table.name}.yaml",
                 "left_out": [f"{p}: {r}" for p, r in skipped]}
         if not_counted:
             meta["not_counted"] = [f"{p}: {r}" for p, r in not_counted]
         moves.append((write_summary(groups, stage / "summary.json", meta), folder / "summary.json"))
-        moves.append((plot_curves(groups, stage / "curves.png", table.title), folder / "curves.png"))
+        moves.append((plot_curves(groups, stage / "curves.png", title), folder / "curves.png"))
     if table.panels:
         from selectscale.report.sweeps import plot_sweeps  # matplotlib only when a spec has panels
 

@@ -27,7 +27,7 @@ import torch
 from selectscale.errors import CheckpointError, RunDirError
 
 from .files import fsync_folder, read_bytes, write_atomic, write_synced
-from .layout import LATEST, PREVIOUS, SNAPSHOTS, STAGED, check_entry
+from .layout import BEST, LATEST, PREVIOUS, SNAPSHOTS, STAGED, check_entry
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,24 @@ def save_snapshot(weights: dict, run_dir: Path, epoch: int) -> Path:
         raise CheckpointError(f"could not write the snapshot {path}: {error.strerror or error}; free disk space "
                               "or fix permissions, then resume with trainer.resume=auto") from error
     return path
+
+
+def save_best(state: dict, run_dir: Path) -> Path:
+    """Replace ``checkpoint.best.pt`` with ``state`` (the weights of the lowest validation error so far, with their
+    epoch and error; atomic and self-verifying like every checkpoint). Never part of the resume rotation."""
+    path = run_dir / BEST
+    try:
+        check_entry(path)
+        write_atomic(path, encode(state))
+    except OSError as error:
+        raise CheckpointError(f"could not write {path}: {error.strerror or error}; free disk space or fix "
+                              "permissions, then resume with trainer.resume=auto") from error
+    return path
+
+
+def read_best(run_dir: Path, map_location: str | torch.device = "cpu") -> dict | None:
+    """The state in ``checkpoint.best.pt`` if it verifies and loads safely, else None."""
+    return read_checkpoint_file(run_dir / BEST, map_location)
 
 
 def list_snapshots(run_dir: Path) -> dict[int, Path]:

@@ -22,7 +22,17 @@ def _imagenet_only(value: Any) -> Callable[[dict], Any]:
 RUNTIME_KEYS = frozenset({
     "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
     "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile", "trainer.snapshot_epochs",
+    "trainer.profile_steps",
 })
+# Config groups every key of which is a runtime key: the loggers (configs/logger/: where the curves go, not what
+# the run computes), so a run logged to CSV resumes, and groups in a table, with one logged to TensorBoard.
+RUNTIME_GROUPS = frozenset({"logger"})
+
+
+def is_runtime_key(key: str) -> bool:
+    """Whether the dotted ``key`` is a runtime key (:data:`RUNTIME_KEYS`, or a key of a :data:`RUNTIME_GROUPS`)."""
+    return key in RUNTIME_KEYS or key.split(".", 1)[0] in RUNTIME_GROUPS
+
 
 def _precision_before_it_existed(flat: dict) -> str:
     """The precision a run recorded before ``trainer.precision`` trained in: ``trainer.amp`` on CUDA,
@@ -55,6 +65,22 @@ ADDED_KEYS: dict[str, Any] = {
     # fp32 or bf16 autocast, as trainer.amp / trainer.cpu_amp decided before trainer.precision existed (the keys
     # stay beside it, their meaning unchanged: docs/reproduction.md, "Precision").
     "trainer.precision": _precision_before_it_existed,
+    # The logger group (issue 36): every earlier run logged epoch records only (a runtime key: never compared).
+    "logger.log_every_n_steps": 0,
+    # The recipe switches (issue 36): every earlier run trained without them.
+    "dataset.auto_augment": None,
+    "schedule.warmup_mode": "constant",
+    "trainer.ema_decay": None,
+    "trainer.ema_every": 1,
+    "trainer.grad_clip_norm": None,
+    "trainer.label_smoothing": 0.0,
+    "trainer.mixup_alpha": 0.0,
+    "trainer.cutmix_alpha": 0.0,
+    "trainer.mix_prob": 1.0,
+    "trainer.keep_best": False,
+    # The debug= group (issue 36): every earlier run trained on its whole training split, unprofiled.
+    "dataset.overfit_batch": False,
+    "trainer.profile_steps": 0,  # a runtime key: never compared
 }
 
 

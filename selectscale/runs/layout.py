@@ -8,8 +8,9 @@
       checkpoint.pt                the newest checkpoint (self-verifying: :mod:`.checkpoint`)
       checkpoint.prev.pt           the one before
       .checkpoint.staged.pt        a checkpoint being written (complete only when it verifies)
+      checkpoint.best.pt           trainer.keep_best: the weights of the lowest validation error (self-verifying)
       .lock                        held (flock) by the one process writing the directory
-      tensorboard/  snapshots/     folders
+      tensorboard/  snapshots/     folders (profiler/: a debug=profile run's trace)
 
 Every name above must be a regular file of the run's own (or, for the two folders, a real folder): a symbolic
 link could make a run write into another run's files, a named pipe would block a reader forever, and a folder
@@ -32,14 +33,16 @@ LOCK_FILE = ".lock"
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 STAGED = ".checkpoint.staged.pt"
+BEST = "checkpoint.best.pt"  # not part of the rotation: never loaded to resume
 TENSORBOARD = "tensorboard"
 SNAPSHOTS = "snapshots"
+PROFILER = "profiler"  # trainer.profile_steps (debug=profile): torch.profiler's Chrome trace, TensorBoard's plugin
 
 CHECKPOINT_FILES = (LATEST, STAGED, PREVIOUS)
 # Sidecars of the checkpoints of earlier versions (a SHA-256 beside each file); still read, never written.
 LEGACY_SIDECARS = tuple(f"{name}.sha256" for name in CHECKPOINT_FILES)
-RUN_FILES = (CONFIG_FILE, RESULT_FILE, METRICS_FILE, LOG_FILE, LOCK_FILE, *CHECKPOINT_FILES, *LEGACY_SIDECARS)
-RUN_FOLDERS = (TENSORBOARD, SNAPSHOTS)
+RUN_FILES = (CONFIG_FILE, RESULT_FILE, METRICS_FILE, LOG_FILE, LOCK_FILE, *CHECKPOINT_FILES, BEST, *LEGACY_SIDECARS)
+RUN_FOLDERS = (TENSORBOARD, SNAPSHOTS, PROFILER)
 
 
 def _kind(mode: int) -> str:
