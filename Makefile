@@ -27,7 +27,7 @@ $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 install: $(INSTALLED) ## Create .venv (if missing) and install selectscale with the dev extra
 	@$(PY) -c "import selectscale, torch; print('selectscale', selectscale.__version__, '| torch', torch.__version__)"
 
-test: $(INSTALLED) ## Run the fast test suite (a few minutes on 2 CPU cores)
+test: $(INSTALLED) ## Run the fast test suite (README: measured time)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Test processes at once for every test (pytest-xdist): the slow tests mostly wait on train.py subprocesses, so
@@ -45,7 +45,7 @@ lint: $(INSTALLED) ## Check style with ruff
 	$(PY) -m ruff check .
 
 DEMO_ARGS ?=
-demo: $(INSTALLED) ## Train resnet20 + SelectScale on built-in synthetic data on the CPU (< 2 min), print the errors
+demo: $(INSTALLED) ## Train resnet20 + SelectScale on built-in synthetic data on the CPU (~30 s on 2 cores), print the errors
 	$(PY) train.py dataset=synthetic dataset.train_size=4000 model=resnet20 drop=selectscale schedule=cosine \
 	  trainer.epochs=4 trainer.device=cpu 'hydra.run.dir=runs/demo/$${now:%Y-%m-%d_%H-%M-%S}' $(DEMO_ARGS)
 
