@@ -228,12 +228,14 @@ def created_positions(model: nn.Module) -> list[tuple]:
     return [(name, *describe(module)) for name, module in model.named_modules() if isinstance(module, DropLayer)]
 
 
-@pytest.mark.parametrize("shortcut", [False, True])
-def test_the_readme_insert_drops_example_gives_create_models_resnet50_placement(shortcut):
+@pytest.mark.parametrize("shortcut, score", [(False, "max"), (True, "max"), (False, "mean")])
+def test_the_readme_insert_drops_example_gives_create_models_resnet50_placement(shortcut, score):
     """Module by module (host, class, rate_scale, score flags), then the outputs of the two models under one seed and
     the same weights in training mode: equal bit for bit, so the drops sit at the same places relative to BN and ReLU
-    and draw in the same order. Without ``exclude`` the example gives ``drop_on_shortcut=True``'s 29 layers."""
-    factory = drop_factory("selectscale", top_rate=0.1, retain_rate=0.2)
+    and draw in the same order. Without ``exclude`` the example gives ``drop_on_shortcut=True``'s 29 layers. With the
+    max score a drop placed just before its ReLU instead of after gives the same output (non-negative factors, the same
+    max over a map with a positive value), so the mean score checks that order too (scripts/fidelity_bug_demos.py)."""
+    factory = drop_factory("selectscale", top_rate=0.1, retain_rate=0.2, score=score)
     placement = dict(README_PLACEMENT)
     if shortcut:
         del placement["exclude"]

@@ -27,7 +27,7 @@ def learning_rate(schedule: DictConfig, progress: float, epochs: int, steps_per_
     ``schedule.warmup_mode=linear``: at step s < warmup_steps, warmup_lr + (scheduled - warmup_lr) x s / warmup_steps,
     a per-step line from warmup_lr (step 0) to the schedule's own value (reached at step warmup_steps)."""
     warmup = getattr(schedule, "warmup_steps", 0)
-    step = _step_of(progress, steps_per_epoch) if warmup else 0
+    step = _step_of(progress, steps_per_epoch)
     if warmup and step < warmup:
         if getattr(schedule, "warmup_mode", "constant") != "linear":
             return schedule.warmup_lr
