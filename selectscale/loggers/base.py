@@ -60,6 +60,10 @@ class LogStart:
     def run_name(self) -> str:
         return self.run_dir.resolve().name
 
+    def first(self, axis: str) -> int:
+        """The first point this process logs on ``axis`` (``epoch`` or ``step``)."""
+        return self.first_epoch if axis == "epoch" else self.first_step
+
 
 class Logger:
     """Base class: a logger overrides :meth:`log_scalars` and, where it has somewhere to put them, :meth:`log_hparams`

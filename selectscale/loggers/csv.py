@@ -39,7 +39,7 @@ class CSVLogger(Logger):
         check_entry(path)
         self.folder.mkdir(parents=True, exist_ok=True)
         columns = [axis, *TAGS[axis]]
-        first = self.start.first_epoch if axis == "epoch" else self.start.first_step
+        first = self.start.first(axis)
         text = io.StringIO()  # the header and the rows kept from an earlier process, replaced atomically
         writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()

@@ -30,8 +30,7 @@ class TensorBoardLogger(Logger):
             from torch.utils.tensorboard import SummaryWriter
 
             folder = self.folder if axis == "epoch" else self.folder / STEPS_FOLDER
-            purge = self.start.first_epoch if axis == "epoch" else self.start.first_step
-            self._writers[axis] = SummaryWriter(log_dir=str(folder), purge_step=purge)
+            self._writers[axis] = SummaryWriter(log_dir=str(folder), purge_step=self.start.first(axis))
         return self._writers[axis]
 
     def log_scalars(self, step: int, scalars: Mapping[str, float], axis: str = "epoch") -> None:

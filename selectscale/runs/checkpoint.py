@@ -153,25 +153,31 @@ def save_snapshot(weights: dict, run_dir: Path, epoch: int) -> Path:
     try:
         check_entry(path.parent, folder=True)
         path.parent.mkdir(exist_ok=True)
-        check_entry(path)
-        write_atomic(path, encode(weights))
     except OSError as error:
-        raise CheckpointError(f"could not write the snapshot {path}: {error.strerror or error}; free disk space "
-                              "or fix permissions, then resume with trainer.resume=auto") from error
-    return path
+        raise _write_error(f"the snapshot {path}", error) from error
+    return _write_state(path, weights, f"the snapshot {path}")
 
 
 def save_best(state: dict, run_dir: Path) -> Path:
     """Replace ``checkpoint.best.pt`` with ``state`` (the weights of the lowest validation error so far, with their
     epoch and error; atomic and self-verifying like every checkpoint). Never part of the resume rotation."""
     path = run_dir / BEST
+    return _write_state(path, state, str(path))
+
+
+def _write_state(path: Path, state: dict, what: str) -> Path:
+    """``state`` written to ``path`` atomically in the self-verifying format; CheckpointError naming ``what``."""
     try:
         check_entry(path)
         write_atomic(path, encode(state))
     except OSError as error:
-        raise CheckpointError(f"could not write {path}: {error.strerror or error}; free disk space or fix "
-                              "permissions, then resume with trainer.resume=auto") from error
+        raise _write_error(what, error) from error
     return path
+
+
+def _write_error(what: str, error: OSError) -> CheckpointError:
+    return CheckpointError(f"could not write {what}: {error.strerror or error}; free disk space or fix permissions, "
+                           "then resume with trainer.resume=auto")
 
 
 def read_best(run_dir: Path, map_location: str | torch.device = "cpu") -> dict | None:

@@ -21,7 +21,7 @@ from selectscale.errors import ForeignRunError, RunDirError
 
 from .checkpoint import has_checkpoint_files, recover_rotation
 from .files import read_text, remove_temporaries, write_atomic
-from .history import RUNTIME_KEYS, flatten, is_runtime_key, with_added_keys
+from .history import flatten, is_runtime_key, with_added_keys
 from .layout import CONFIG_FILE, LOG_FILE, RESULT_FILE, SNAPSHOTS, check_entries, check_entry
 from .result import read_result
 
@@ -29,9 +29,6 @@ log = logging.getLogger("selectscale")
 # What a resumable checkpoint holds (Trainer.save); "config" is optional (older checkpoints lack it).
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "next_batch", "global_step", "wall_time", "world_size", "cpu_rng",
                    "partial", "cuda_rng")
-# Keys that may differ between a run and its resumption: the runtime keys (history.RUNTIME_KEYS, and every key of
-# history.RUNTIME_GROUPS: the loggers; history.is_runtime_key says which).
-RESUMABLE_DIFFERENCES = RUNTIME_KEYS
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
