@@ -108,7 +108,7 @@ mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json
 
 # Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit_subset (the
 # default: the finished one, ResNet-8 on 68 images a class, fp32; results/mini_overfit_subset/pilot.md) or
-# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 10 of 35 runs;
+# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 11 of 35 runs;
 # results/mini_overfit/pilot.md). Their runs are results, committed under
 # results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a new machine of the same kind the same
 # target skips the committed runs and trains the rest.
