@@ -121,13 +121,14 @@ mini-overfit-select: $(INSTALLED) ## Study step 1: the rate grid on a validation
 
 mini-overfit: $(INSTALLED) ## Study step 2: its methods x MINI_SEEDS at the chosen rates -> results/$(OVERFIT)/ (OVERFIT=mini_overfit: the paused ResNet-20 study)
 	$(PY) scripts/study_source.py $(OVERFIT)  # refuses another code version or machine kind than the committed runs'
-	$(PY) -m selectscale.experiments run $(OVERFIT) --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2)
+	$(PY) -m selectscale.experiments run $(OVERFIT) --seeds $(MINI_SEEDS) --data $(MINI_DATA) --parallel $(or $(PARALLEL),2) \
+	  --skip-seeds "$$($(PY) scripts/study_source.py --blocked-seeds $(OVERFIT))"  # seed blocks of another machine kind
 
 mini-overfit-resume: $(INSTALLED) ## Go on with the study on a machine of its kind: worktree of its commit, committed runs copied in, trains detached
-	PY=$(PY) OVERFIT=$(OVERFIT) scripts/resume_study.sh $(OVERFIT) mini-overfit $(or $(WORKTREE),../study)
+	PY=$(PY) OVERFIT=$(OVERFIT) MINI_SEEDS=$(MINI_SEEDS) scripts/resume_study.sh $(OVERFIT) mini-overfit $(or $(WORKTREE),../study)
 
 mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only
-	$(PY) -m selectscale.experiments report $(OVERFIT)_selection --seeds $(SELECT_SEEDS)
+	$(if $(wildcard configs/paper/$(OVERFIT)_selection.yaml),$(PY) -m selectscale.experiments report $(OVERFIT)_selection --seeds $(SELECT_SEEDS))
 	$(PY) -m selectscale.experiments report $(OVERFIT) --seeds $(MINI_SEEDS)
 
 FIG3_RUN = $(RUNS)/fig3/base

@@ -3,6 +3,7 @@ study comes from one code version and one machine kind).
 
     python scripts/study_source.py mini_overfit      # exit 0: this checkout and machine may train the missing runs
     python scripts/study_source.py --commit mini_overfit   # the commit to train the rest from (machine checked)
+    python scripts/study_source.py --blocked-seeds mini_overfit_pool   # seeds another machine kind has started
 
 Reads ``code.source`` and ``environment`` of every committed run of the spec's rows
 (``results/STUDY/runs/<row>/seed<k>``) and compares them with this checkout's (an uncommitted change counts as
@@ -11,6 +12,10 @@ another version) and this machine's: CPU model, native bf16, Python, torch and t
 nothing is trained or changed. Why the machine counts: a study of ``trainer.cpu_amp=true`` runs emulates bf16 on
 a CPU without native bf16 (measured 2026-12-03 on an AMD EPYC: 16 images/s against 672 on the study's Xeon), and
 runs from two CPU kinds or torch builds do not compute the same numbers.
+
+A study whose spec says ``seed_blocks: true`` (issue 37) needs one kind per SEED, not per study: all rows of a
+seed on one kind, seeds on any. There this machine may go on with every seed that no other kind has started;
+``--blocked-seeds`` prints the others (comma-separated; empty when none) for ``experiments run --skip-seeds``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ def describe(kind: tuple) -> str:
             f"torchvision {values['torchvision']}")
 
 
+def blocked_seeds(results: list[dict], here: dict) -> list[int]:
+    """The seeds with a committed run from another machine kind than ``here``'s (their blocks are that kind's)."""
+    return sorted({int(result["seed"]) for result in results
+                   if machine_kind(result.get("environment") or {}) != machine_kind(here)})
+
+
 def machine_mismatch(name: str, results: list[dict], here: dict) -> str | None:
     """One line saying how this machine differs from the committed runs' one kind, or None when it is that kind."""
     kinds = list(dict.fromkeys(machine_kind(result.get("environment") or {}) for result in results))
@@ -82,7 +93,7 @@ def print_commit(name: str, results: list[dict]) -> int:
     sources = study_sources(results)
     problem = (f"error: {name} has no committed runs: start it from this checkout" if not sources else
                f"error: the committed runs of {name} mix code versions {', '.join(sources)}" if len(sources) > 1
-               else machine_mismatch(name, results, environment()))
+               else None if load_table(name).seed_blocks else machine_mismatch(name, results, environment()))
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -91,23 +102,28 @@ def print_commit(name: str, results: list[dict]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commit_only = argv[:1] == ["--commit"]
-    argv = argv[1:] if commit_only else argv
+    mode = argv[0] if argv[:1] in (["--commit"], ["--blocked-seeds"]) else None
+    argv = argv[1:] if mode else argv
     if len(argv) != 1:
-        print("usage: python scripts/study_source.py [--commit] STUDY (e.g. mini_overfit)", file=sys.stderr)
+        print("usage: python scripts/study_source.py [--commit | --blocked-seeds] STUDY (e.g. mini_overfit)",
+              file=sys.stderr)
         return 2
     try:
         results = committed_results(argv[0])
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if commit_only:
+    if mode == "--commit":
         return print_commit(argv[0], results)
+    blocks = load_table(argv[0]).seed_blocks
+    if mode == "--blocked-seeds":
+        print(",".join(map(str, blocked_seeds(results, environment()))) if blocks else "")
+        return 0
     here, sources = git_commit(), study_sources(results)
     if not sources:
         print(f"{argv[0]}: no committed runs yet; this checkout ({here['source']}) starts the study")
         return 0
-    mismatch = machine_mismatch(argv[0], results, environment())
+    mismatch = None if blocks else machine_mismatch(argv[0], results, environment())
     if mismatch:
         print(mismatch, file=sys.stderr)
         return 2
@@ -118,7 +134,10 @@ def main(argv: list[str]) -> int:
               f"{commit}); this checkout has {state}: train the rest from a worktree of that commit with the "
               f"committed runs copied in (results/{argv[0]}/README.md, 'Going on')", file=sys.stderr)
         return 2
-    print(f"{argv[0]}: this checkout has the study's code version {here['source']} and this machine its kind")
+    skipped = blocked_seeds(results, environment()) if blocks else []
+    kind = (f"; seeds {', '.join(map(str, skipped))} were started on another machine kind and are left to it"
+            if skipped else " and this machine its kind" if not blocks else "; no seed was started on another kind")
+    print(f"{argv[0]}: this checkout has the study's code version {here['source']}{kind}")
     return 0
 
 

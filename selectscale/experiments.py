@@ -114,16 +114,20 @@ def refuse_foreign(table: Table, plan: list[PlannedRun]) -> None:
 
 
 def run_table_queue(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, extra: list[str],
-                    parallel: int, snapshots: int = 0) -> None:
+                    parallel: int, snapshots: int = 0, skip_seeds: frozenset[int] = frozenset()) -> None:
     """The runs of the table that are neither finished nor running elsewhere (report.plan decides), in one queue,
-    ``parallel`` at a time; every job runs even when another fails. A foreign run directory refuses the table."""
+    ``parallel`` at a time; every job runs even when another fails. A foreign run directory refuses the table.
+    ``skip_seeds``: seeds left out (a seed-block study's seeds that another machine kind started)."""
     runs = runs.resolve()  # absolute: the log and run paths must not depend on the jobs' folder
     plan = plan_table(table, runs, seeds, epochs, extra, strict_epochs=True)
     refuse_foreign(table, plan)
     for run in plan:
         if run.state == "running":
             print(f"[{table.name}] {run.name}: running in another process ({run.run_dir}); left to it", flush=True)
-    todo = {(run.row, run.seed) for run in plan if run.state in ("missing", "interrupted")}
+    todo = {(run.row, run.seed) for run in plan if run.state in ("missing", "interrupted") and
+            run.seed not in skip_seeds}
+    if skip_seeds:
+        print(f"[{table.name}] seeds {', '.join(map(str, sorted(skip_seeds)))} skipped (--skip-seeds)", flush=True)
     jobs = table_jobs(table, runs, seeds, epochs, data, extra, snapshots, only=todo)
     counts = ", ".join(f"{count} {state}" for state, count in state_counts(plan).items())
     print(f"[{table.name}] {len(jobs)} of {len(plan)} runs to train ({counts}), {parallel} at a time; logs in "
@@ -157,13 +161,14 @@ def run_table_launcher(table: Table, runs: Path, seeds: int, epochs: int | None,
 
 
 def run_table(table: Table, runs: Path, seeds: int, epochs: int | None, data: str | None, launcher: str | None,
-              extra: list[str], snapshots: int = 0, parallel: int | None = None) -> None:
+              extra: list[str], snapshots: int = 0, parallel: int | None = None,
+              skip_seeds: frozenset[int] = frozenset()) -> None:
     """Train (or resume) every run of ``table``: through the queue, ``parallel`` (default 1) at a time, or with a
     Hydra ``launcher`` one multirun per row. A stop signal raises :class:`~selectscale.runqueue.QueueStopped`."""
     if launcher:
         run_table_launcher(table, runs, seeds, epochs, data, launcher, extra, snapshots)
     else:
-        run_table_queue(table, runs, seeds, epochs, data, extra, parallel or 1, snapshots)
+        run_table_queue(table, runs, seeds, epochs, data, extra, parallel or 1, snapshots, skip_seeds)
 
 
 def smoke(names: list[str], keep: Path | None, parallel: int | None = None, launcher: str | None = None) -> None:
@@ -262,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"selectscale {selectscale.__version__}")
     parser.add_argument("--keep", type=Path, default=None, help="smoke: keep runs and tables here")
     parser.add_argument("--rows", default=None, help="run: only these rows (comma-separated labels); no report")
+    parser.add_argument("--skip-seeds", default="", help="run: leave these seeds out (comma-separated, e.g. 2,3: a "
+                        "seed-block study's seeds another machine kind started); not with --launcher")
     parser.add_argument("--snapshots", type=int, default=0, help="run: keep this many weight snapshots per run")
     parser.add_argument("--extra-columns", action="store_true",
                         help="report: add best-epoch errors (optimistic: chosen on test data) and min-max over seeds")
@@ -289,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_status
 
 
+def _seed_list(text: str) -> frozenset[int]:
+    """``--skip-seeds``: comma-separated seeds (>= 0); empty: none."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(item.isdigit() for item in items):
+        raise ExperimentError(f"--skip-seeds={text}: give seeds as comma-separated numbers >= 0, e.g. 2,3")
+    return frozenset(int(item) for item in items)
+
+
 def _main(args: argparse.Namespace, extra: list[str]) -> int:
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         raise ExperimentError(f"--seeds={args.seeds} and --epochs={args.epochs} must be >= 1")
@@ -297,6 +312,10 @@ def _main(args: argparse.Namespace, extra: list[str]) -> int:
     if args.parallel is not None and (args.parallel < 1 or args.launcher):
         raise ExperimentError(f"--parallel={args.parallel} needs a number >= 1 and no --launcher (a launcher "
                               "runs the per-row multiruns itself; use one or the other)")
+    skip_seeds = _seed_list(args.skip_seeds)
+    if skip_seeds and (args.launcher or args.action != "run"):
+        raise ExperimentError("--skip-seeds is for run through the queue only (no --launcher): a launcher's "
+                              "multirun takes every seed")
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown and args.action != "run":
         raise ExperimentError(f"{unknown[0]}: not an option of {args.action}; see --help (run passes KEY=VALUE "
@@ -312,7 +331,7 @@ def _main(args: argparse.Namespace, extra: list[str]) -> int:
     for table, runs in places:
         if args.action == "run":
             run_table(table, runs, args.seeds, args.epochs, args.data, args.launcher, extra, args.snapshots,
-                      args.parallel)
+                      args.parallel, skip_seeds)
         if args.rows is not None:
             continue  # a partial table is not rendered over the full one
         for path in report_table(table, runs, args.out, args.seeds, args.extra_columns, epochs=args.epochs,

@@ -26,7 +26,8 @@ register_configs()
 # shared; mini_cifar10: 4 methods + a milder SelectScale (issue 12) + 3 DropBlock rows (issue 17); mini_overfit:
 # 7 methods, its selection grid 4 methods x 3 rates + the no-drop reference + the edge rule's steps (issue 22)
 PAPER_ROWS = {"table1": 15, "table2": 17, "table3": 7, "table4": 4, "fig4": 19, "mini_cifar10": 8, "mini_overfit": 7,
-              "mini_overfit_selection": 17, "mini_overfit_subset": 5, "mini_overfit_subset_selection": 17}
+              "mini_overfit_selection": 17, "mini_overfit_subset": 5, "mini_overfit_subset_selection": 17,
+              "mini_overfit_pool": 5}
 
 
 @pytest.mark.parametrize("name", NAMES)

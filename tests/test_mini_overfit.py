@@ -101,10 +101,13 @@ def test_a_study_with_committed_runs_keeps_its_rows_in_its_own_folder(tmp_path):
     assert all("dataset.validation_fraction=0.2" in row.overrides for row in selection.rows)
 
 
-@pytest.mark.parametrize("study", ["mini_overfit", "mini_overfit_subset"])
-def test_the_study_trains_the_rates_the_selection_chose(study):
-    """The study's method rows use selection.json's choice, which its committed validation runs reproduce."""
-    chosen_file = ROOT / "results" / study / "selection.json"
+@pytest.mark.parametrize("study, chosen_in", [("mini_overfit", "mini_overfit"),
+                                               ("mini_overfit_subset", "mini_overfit_subset"),
+                                               ("mini_overfit_pool", "mini_overfit_subset")])
+def test_the_study_trains_the_rates_the_selection_chose(study, chosen_in):
+    """The study's method rows use selection.json's choice, which its committed validation runs reproduce (issue
+    37's pool study trains the subset study's choice)."""
+    chosen_file = ROOT / "results" / chosen_in / "selection.json"
     if not chosen_file.is_file():
         pytest.skip(f"results/{study}/selection.json not yet rendered")
     chosen = json.loads(chosen_file.read_text())["chosen"]
@@ -250,3 +253,53 @@ def test_each_study_flags_its_chosen_selectout_as_a_near_no_op(study, per_stage)
     (row,) = [line for line in text.splitlines() if line.startswith(f"| selectout-top0.2-retain{retain} |")]
     assert f"drops {'0.33' if per_stage == '0/0/1' else '0.67'} maps a layer: {per_stage} at C = 16/32/64" in row
     assert "near no-op" in row
+
+
+def test_the_pool_study_is_the_subset_study_plus_the_pool_in_fp32():
+    """Issue 37: the same setting and rates as mini_overfit_subset, scored on the pool left by ITS selection split
+    (fraction 0.2, split_seed 0), fp32 whatever the CPU (auto would pick bf16 on a native-bf16 one)."""
+    def overrides(name):
+        return {row.label: set(row.overrides) for row in load_table(name).rows}
+
+    pool, subset = overrides("mini_overfit_pool"), overrides("mini_overfit_subset")
+    extra = {"dataset.eval_pool=true", "dataset.selection_fraction=0.2", "trainer.precision=fp32"}
+    assert pool == {label: settings | extra for label, settings in subset.items()}
+    grid = load_table("mini_overfit_subset_selection").rows[0].overrides
+    assert "dataset.validation_fraction=0.2" in grid and not any("split_seed" in item for item in grid)
+    assert load_table("mini_overfit_pool").seed_blocks and not load_table("mini_overfit_subset").seed_blocks
+
+
+def _write_block_run(runs: Path, row: str, seed: int, environment: dict) -> None:
+    write_run(runs / row, f"seed{seed}", make_result(seed, 0.2, **{
+        "code": {"commit": "1234567", "dirty": False, "source": "aaa-bbb"}, "environment": environment}))
+
+
+def test_a_seed_block_study_goes_on_on_any_kind_leaving_other_kinds_seeds_to_them(tmp_path, monkeypatch, capsys):
+    """Issue 37: all rows of a seed on one machine kind, seeds on any kind."""
+    script = _study_source_script()
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "git_commit", lambda: {"commit": "1234567", "dirty": False, "source": "aaa-bbb"})
+    runs = tmp_path / "results/mini_overfit_pool/runs"
+    amd = dict(XEON, cpu_model="AMD EPYC", cpu_native_bf16=False)
+    _write_block_run(runs, "none", 0, XEON)
+    _write_block_run(runs, "selectscale", 0, XEON)
+    _write_block_run(runs, "none", 2, amd)
+    monkeypatch.setattr(script, "environment", lambda: XEON)
+    assert script.main(["--blocked-seeds", "mini_overfit_pool"]) == 0
+    assert capsys.readouterr().out.strip() == "2"
+    assert script.main(["mini_overfit_pool"]) == 0 and "seeds 2 were started on another" in capsys.readouterr().out
+    assert script.main(["--commit", "mini_overfit_pool"]) == 0 and capsys.readouterr().out.strip() == "1234567"
+    monkeypatch.setattr(script, "environment", lambda: amd)
+    assert script.main(["--blocked-seeds", "mini_overfit_pool"]) == 0
+    assert capsys.readouterr().out.strip() == "0"
+    assert script.main(["mini_overfit"]) == 0  # a study without blocks and without runs here: unaffected
+
+
+def test_skip_seeds_leaves_those_seeds_out_of_the_queue(tmp_path, capsys):
+    table = select_rows(load_table("mini_overfit_pool"), "none")
+    small = [*SMOKE_OVERRIDES, "dataset.train_size=300", "dataset.train_per_class=8"]  # room for a pool
+    run_table(table, tmp_path / "runs", 3, 1, None, None, small, skip_seeds=frozenset({0, 2}))
+    assert sorted(path.parent.name for path in (tmp_path / "runs").rglob("result.json")) == ["seed1"]
+    assert "seeds 0, 2 skipped" in capsys.readouterr().out
+    assert main(["run", "mini_overfit_pool", "--skip-seeds", "1,x", "--runs", str(tmp_path / "runs")]) == 2
+    assert "--skip-seeds=1,x" in capsys.readouterr().err

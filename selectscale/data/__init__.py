@@ -21,7 +21,7 @@ from .cifar import (
     load_cifar,
     load_cifar_splits,
 )
-from .datasets import DATASETS, DatasetBundle, build_dataset, build_loaders
+from .datasets import DATASETS, DatasetBundle, build_dataset, build_eval_loader, build_loaders
 from .download import DownloadError
 from .loader import DeviceLoader, channel_mean_std, crop_and_flip, derive_seed
 from .sharding import ContiguousShardSampler, eval_shard_bounds, train_shard
@@ -60,6 +60,7 @@ __all__ = [
     "ImageFolderWithPolicy",
     "Lighting",
     "build_dataset",
+    "build_eval_loader",
     "build_imagenet_loaders",
     "build_loaders",
     "channel_mean_std",

@@ -20,9 +20,10 @@ from .cifar_files import IMAGE_BYTES
 from .holdout import split_validation
 from .loader import DeviceLoader, channel_mean_std
 from .memory import memory_guard
+from .pool import evaluation_pool
 from .synthetic import make_synthetic
 
-__all__ = ["DATASETS", "DatasetBundle", "build_dataset", "build_loaders"]
+__all__ = ["DATASETS", "DatasetBundle", "build_dataset", "build_eval_loader", "build_loaders"]
 
 DATASETS = ("cifar10", "cifar100", "synthetic", "imagenet")
 
@@ -35,7 +36,8 @@ class DatasetBundle:
     ``ImageFolder`` datasets for ImageNet. ``verified``: official files (CIFAR: every md5; ImageNet: the
     official image and class counts; synthetic: never). ``mean``/``std``: normalisation, [0, 1] units.
     ``evaluated_on``: ``"test"``, or ``"validation"`` when ``test`` holds images held out of the training files
-    (``validation_fraction``), never the test images."""
+    (``validation_fraction``), never the test images. ``pool``: the evaluation pool (``eval_pool=True``: the
+    unused training images, :mod:`selectscale.data.pool`), else None."""
 
     name: str
     train: Any
@@ -47,6 +49,7 @@ class DatasetBundle:
     std: tuple[float, ...]
     image_size: int
     evaluated_on: str = "test"
+    pool: Any = None
 
 
 def build_dataset(
@@ -64,6 +67,8 @@ def build_dataset(
     validation_fraction: float = 0.0,
     split_seed: int = 0,
     train_per_class: int = 0,
+    eval_pool: bool = False,
+    selection_fraction: float = 0.0,
 ) -> DatasetBundle:
     """Load ``cifar10``, ``cifar100`` or ``imagenet`` from ``root``, or generate ``synthetic``.
 
@@ -73,7 +78,9 @@ def build_dataset(
     that class-balanced fraction of the training images out (drawn with ``split_seed``), train on the rest and
     put the held-out images in ``test``, with ``evaluated_on="validation"``. ``train_per_class`` > 0 (CIFAR and
     synthetic): train on that many images of each class only, drawn with ``split_seed`` and disjoint from the
-    held-out images (the same images whatever ``validation_fraction``)."""
+    held-out images (the same images whatever ``validation_fraction``). ``eval_pool`` (with ``train_per_class``):
+    also the evaluation pool, the training images neither trained on nor in the ``selection_fraction`` split that
+    chose the rates (``bundle.pool``; :class:`~selectscale.data.pool.NoPool` when none is left)."""
     if name not in DATASETS:
         raise ValueError(f"data set {name!r} is not known: use one of {', '.join(DATASETS)}")
     if (validation_fraction or train_per_class) and name == "imagenet":
@@ -85,9 +92,10 @@ def build_dataset(
         with memory_guard("synthetic data set", count, count * (IMAGE_BYTES + 8), "cpu",
                           "use a smaller dataset.train_size and dataset.test_size, or free memory on this machine"):
             train, test = make_synthetic(num_train, num_test, num_classes=num_classes, seed=seed)
+        pool = evaluation_pool(train, selection_fraction, split_seed, train_per_class) if eval_pool else None
         train, test, evaluated_on = _held_out(train, test, **split)
         mean, std = channel_mean_std(train.images)
-        return _bundle(name, train, test, mean, std, evaluated_on)
+        return _bundle(name, train, test, mean, std, evaluated_on, pool)
     if root is None:
         raise ValueError(f"data set {name!r} needs root= (the folder holding its files)")
     if name == "imagenet":
@@ -100,9 +108,10 @@ def build_dataset(
             name, train_set, val_set, len(classes), classes, verified, IMAGENET_MEAN, IMAGENET_STD, image_size=224
         )
     train, test = load_cifar_splits(root, name, download=download)
+    pool = evaluation_pool(train, selection_fraction, split_seed, train_per_class) if eval_pool else None
     train, test, evaluated_on = _held_out(train, test, **split)
     mean, std = CIFAR_MEAN_STD[name]  # the official training set's statistics, whichever split trains
-    return _bundle(name, train, test, mean, std, evaluated_on)
+    return _bundle(name, train, test, mean, std, evaluated_on, pool)
 
 
 def _held_out(train: CifarSplit, test: CifarSplit, fraction: float, seed: int,
@@ -115,7 +124,8 @@ def _held_out(train: CifarSplit, test: CifarSplit, fraction: float, seed: int,
     return (rest, validation, "validation") if fraction else (rest, test, "test")
 
 
-def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std, evaluated_on: str = "test") -> DatasetBundle:
+def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std, evaluated_on: str = "test",
+            pool: CifarSplit | None = None) -> DatasetBundle:
     return DatasetBundle(
         name=name,
         train=train,
@@ -127,6 +137,7 @@ def _bundle(name: str, train: CifarSplit, test: CifarSplit, mean, std, evaluated
         std=tuple(std),
         image_size=int(train.images.shape[-1]),
         evaluated_on=evaluated_on,
+        pool=pool,
     )
 
 
@@ -165,3 +176,13 @@ def build_loaders(
                          auto_augment=auto_augment, **common)
     test = DeviceLoader(bundle.test.images, bundle.test.labels, eval_batch_size or batch_size, train=False, **common)
     return train, test
+
+
+def build_eval_loader(bundle: DatasetBundle, split: CifarSplit, batch_size: int, *, seed: int,
+                      device: torch.device | str, rank: int = 0, world_size: int = 1,
+                      dtype: torch.dtype = torch.float32, channels_last: bool = False) -> DeviceLoader:
+    """An evaluation loader (every image once, this rank's contiguous shard) of another split of an in-memory
+    ``bundle`` (the evaluation pool), normalised as the bundle's test loader is."""
+    return DeviceLoader(split.images, split.labels, batch_size, train=False, seed=seed, mean=bundle.mean,
+                        std=bundle.std, device=device, dtype=dtype, channels_last=channels_last, rank=rank,
+                        world_size=world_size)

@@ -36,19 +36,28 @@ def class_balanced_holdout(labels: torch.Tensor, fraction: float, seed: int,
     fraction (a rate grid with a held-out split trains on what the final runs train on) and never overlaps it."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction {fraction} must be in [0, 1)")
-    generator = torch.Generator().manual_seed(int(seed))
     kept, held = [], []
-    for label in torch.unique(labels).tolist():  # ascending: the draw does not depend on the file order
-        members = torch.nonzero(labels == label).flatten()
-        size = members.numel()
+    for label, order in zip(torch.unique(labels).tolist(), class_permutations(labels, seed), strict=True):
+        size = order.numel()
         count = min(int(math.floor(fraction * size + 0.5)), size - 1)  # half up
         if per_class and count + per_class > size:
             raise SubsetTooLarge(f"class {label} has {size} training images, too few to train on {per_class} "
                                  f"(dataset.train_per_class) and hold out {count}: lower dataset.train_per_class")
-        order = members[torch.randperm(size, generator=generator)]
         held.append(order[:count])
         kept.append(order[size - per_class:] if per_class else order[count:])
     return _sorted(kept), _sorted(held)
+
+
+def class_permutations(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Per class (ascending labels: the draw does not depend on the file order), the class's indices into
+    ``labels`` in the order one generator seeded with ``seed`` draws them: the holdout, the training subset and
+    the evaluation pool (:mod:`selectscale.data.pool`) are all cut from these orders."""
+    generator = torch.Generator().manual_seed(int(seed))
+    orders = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        orders.append(members[torch.randperm(members.numel(), generator=generator)])
+    return orders
 
 
 def _sorted(parts: list[torch.Tensor]) -> torch.Tensor:

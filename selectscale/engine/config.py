@@ -321,6 +321,12 @@ def _validate_holdout(dataset: DictConfig) -> None:
     if dataset.train_per_class < 0:
         _fail("dataset.train_per_class", dataset.train_per_class, "it is the training images kept per class, "
               ">= 0 (0 keeps all)")
+    if not 0.0 <= dataset.get("selection_fraction", 0.0) < 1.0:
+        _fail("dataset.selection_fraction", dataset.selection_fraction, "it is the validation share of the training "
+              "images the rates were chosen on (left out of the evaluation pool), in [0, 1) (e.g. 0.2)")
+    if dataset.get("eval_pool") and (not dataset.train_per_class or dataset.validation_fraction):
+        _fail("dataset.eval_pool", True, "the evaluation pool is the training images a run on a subset leaves "
+              "unused: set dataset.train_per_class > 0 and dataset.validation_fraction=0, or eval_pool=false")
 
 
 def validate_model(cfg: DictConfig) -> None:

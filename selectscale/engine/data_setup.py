@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from selectscale.data import build_dataset, build_loaders
+from selectscale.data import build_dataset, build_eval_loader, build_loaders
 from selectscale.data.cifar import UnofficialFilesWarning
 from selectscale.data.holdout import SubsetTooLarge
 from selectscale.data.overfit import RepeatedBatch
+from selectscale.data.pool import NoPool
 
 from .config import ConfigError
 from .distributed import DistContext
@@ -29,6 +30,7 @@ class TrainingData:
     test: object
     num_classes: int
     info: dict  # name, train_size, test_size, num_classes, verified: recorded in result.json
+    pool: object = None  # dataset.eval_pool: the evaluation pool's loader (unused training images), else None
 
 
 def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
@@ -40,8 +42,10 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
             bundle = build_dataset(data.name, data.root, download=data.download, num_train=data.train_size,
                                    num_test=data.test_size, num_classes=data.num_classes,
                                    on_bad_image=data.on_bad_image, validation_fraction=data.validation_fraction,
-                                   split_seed=data.split_seed, train_per_class=data.train_per_class, **colour)
-    except SubsetTooLarge as error:
+                                   split_seed=data.split_seed, train_per_class=data.train_per_class,
+                                   eval_pool=bool(data.get("eval_pool")),
+                                   selection_fraction=float(data.get("selection_fraction") or 0.0), **colour)
+    except (SubsetTooLarge, NoPool) as error:
         raise ConfigError(str(error)) from None
     if len(bundle.train) < cfg.trainer.batch_size:  # drop_last: not one full batch per epoch
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the training set "
@@ -57,7 +61,10 @@ def build_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
     info = dict(name=data.name, train_size=cfg.trainer.batch_size if overfit else len(bundle.train),
                 test_size=len(bundle.test),
                 num_classes=bundle.num_classes, verified=bool(bundle.verified), evaluated_on=bundle.evaluated_on)
-    return TrainingData(train, test, bundle.num_classes, info)
+    pool = None if bundle.pool is None else build_eval_loader(
+        bundle, bundle.pool, cfg.trainer.batch_size // ctx.world_size, seed=cfg.seed, device=ctx.device,
+        rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.trainer.channels_last)
+    return TrainingData(train, test, bundle.num_classes, info, pool)
 
 
 @contextlib.contextmanager

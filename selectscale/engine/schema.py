@@ -30,6 +30,12 @@ class DatasetConfig:
     # CIFAR and synthetic: train on this many images of each class only (a class-balanced subset drawn with
     # split_seed, disjoint from the validation images and the same whatever validation_fraction); 0: all.
     train_per_class: int = 0
+    # CIFAR and synthetic, with train_per_class > 0 (issue 37): after the last epoch also score the run on the
+    # evaluation pool, every training image it neither trained on nor chose its rates on (the selection grid's
+    # validation split: selection_fraction, drawn with split_seed), class-balanced (selectscale/data/pool.py),
+    # -> result.json "eval_pool". Never used for choosing; does not change training (runtime keys).
+    eval_pool: bool = False
+    selection_fraction: float = 0.0
     # ImageNet only (configs/dataset/imagenet.yaml sets them; null elsewhere): ColorJitter brightness, contrast
     # and saturation, and the AlexNet PCA lighting std; 0 disables either.
     color_jitter: float | None = None

@@ -30,6 +30,7 @@ from . import distributed
 from .config import Precision, resolve_precision, validate
 from .data_setup import build_data
 from .model_setup import build_model
+from .pool import POOL_KEY, score_pool
 from .profiling import step_profiler
 from .recipe import RecipeSwitches
 from .records import MetricsLogger
@@ -250,7 +251,16 @@ class Trainer:
             self._log_hparams(logger)
         finally:
             logger.close()
-        return self._write_result(complete=True)
+        return self._write_result(complete=True, pool=self._score_pool(settings.autocast_device))
+
+    def _score_pool(self, autocast_type: str | None) -> dict | None:
+        """dataset.eval_pool: the final network on the unused training images and the test images (issue 37)."""
+        if self.data.pool is None:
+            return None
+        data = self.cfg.dataset
+        return score_pool(self.eval_network, self.data.pool, self.data.test, self.ctx.device, autocast_type,
+                          selection_fraction=float(data.selection_fraction), split_seed=int(data.split_seed),
+                          num_classes=self.data.num_classes)
 
     def _log_hparams(self, logger: MetricsLogger) -> None:
         """The loggers' hyperparameters (TensorBoard's HParams): every result-changing setting beside the final
@@ -305,7 +315,7 @@ class Trainer:
                 f"{run_dir}. Resume with the same overrides plus trainer.resume=auto "
                 f"{shlex.quote(f'output_dir={self.run_dir}')}")
 
-    def _write_result(self, complete: bool, record: dict | None = None) -> dict:
+    def _write_result(self, complete: bool, record: dict | None = None, pool: dict | None = None) -> dict:
         record = record or (read_metrics(self.run_dir) or [{}])[-1]
         result = dict(
             schema_version=SCHEMA_VERSION, complete=complete, epochs_completed=self.epoch,
@@ -319,6 +329,7 @@ class Trainer:
             # What an epoch was: a run capped by trainer.max_steps_per_epoch saw only part of the data.
             steps_per_epoch=self.steps_per_epoch, full_epochs=self.steps_per_epoch == len(self.data.train),
             **self.switches.result_fields(record),
+            **({POOL_KEY: pool} if pool else {}),
         )
         if self.ctx.is_main:
             write_result(self.run_dir, result)  # atomic: a full disk leaves the previous result.json intact

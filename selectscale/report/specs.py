@@ -18,7 +18,7 @@ FIGURES = ("fig4",)  # sweep figures: rows like a table, rendered as a table and
 # Our own experiments (not the paper's), rendered in a folder of their own; a selection grid (layout
 # "selection") writes selection.md into its study's folder.
 EVIDENCE = ("mini_cifar10", "mini_overfit", "mini_overfit_selection", "mini_overfit_subset",
-            "mini_overfit_subset_selection")
+            "mini_overfit_subset_selection", "mini_overfit_pool")
 NAMES = TABLES + FIGURES + EVIDENCE
 
 
@@ -48,6 +48,9 @@ class Table:
     # folder per row directly in it (RUNS/<row>/seed<k>, not RUNS/NAME/<row>/seed<k>); the default --runs.
     runs_folder: str | None = None
     study: str | None = None  # a selection grid: the study folder it writes into (results/STUDY/)
+    # A study whose seeds are blocks (issue 37): all rows of one seed on one machine kind, seeds on any kind
+    # (scripts/study_source.py checks it; the paired analysis tests the kind).
+    seed_blocks: bool = False
 
     def runs_root(self, runs: Path) -> Path:
         """The folder holding this table's row folders, for the ``--runs`` folder ``runs``."""
@@ -100,7 +103,7 @@ def load_table(name: str, sweep_points: int | None = None) -> Table:
     panels = tuple((sweep["panel"], sweep["key"]) for sweep in spec.get("sweeps", []))
     return Table(name, spec["title"], tuple(spec["group_by"]), tuple(rows), bool(spec.get("top5")), panels,
                  spec.get("layout", "table"), spec.get("paper_header", "paper (%)"), spec.get("runs_folder"),
-                 spec.get("study"))
+                 spec.get("study"), bool(spec.get("seed_blocks", False)))
 
 
 def select_rows(table: Table, labels: str | None) -> Table:

@@ -22,7 +22,7 @@ def _imagenet_only(value: Any) -> Callable[[dict], Any]:
 RUNTIME_KEYS = frozenset({
     "output_dir", "dataset.root", "dataset.download", "dataset.workers", "trainer.resume", "trainer.device",
     "trainer.progress_bar", "trainer.dist_timeout_s", "trainer.compile", "trainer.snapshot_epochs",
-    "trainer.profile_steps",
+    "trainer.profile_steps", "dataset.eval_pool", "dataset.selection_fraction",
 })
 # Config groups every key of which is a runtime key: the loggers (configs/logger/: where the curves go, not what
 # the run computes), so a run logged to CSV resumes, and groups in a table, with one logged to TensorBoard.
@@ -81,6 +81,9 @@ ADDED_KEYS: dict[str, Any] = {
     # The debug= group (issue 36): every earlier run trained on its whole training split, unprofiled.
     "dataset.overfit_batch": False,
     "trainer.profile_steps": 0,  # a runtime key: never compared
+    # The evaluation pool (issue 37): scored after training, never used to train (runtime keys: never compared).
+    "dataset.eval_pool": False,
+    "dataset.selection_fraction": 0.0,
 }
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from selectscale.errors import OutputWriteError
+from selectscale.errors import OutputWriteError, RunDirError
 
 from .files import read_text, write_atomic
 from .layout import RESULT_FILE, check_entry
+from .lock import RunDirLock
 
 SCHEMA_VERSION = 1
 
@@ -123,3 +124,23 @@ def read_result(run_dir: Path) -> dict | None:
     if not isinstance(result, dict):
         raise ValueError(f"not a JSON object but a {type(result).__name__}")
     return result
+
+
+def add_result_entry(run_dir: Path, key: str, value: dict) -> bool:
+    """Record ``value`` as ``key`` of a complete run's result.json, under the run's lock and atomically (a score
+    added after training: the evaluation pool, issue 37). True when written; False when result.json holds that
+    very value already. RunDirError (one line, nothing changed) when the run is not complete or holds another
+    value under ``key``: a recorded result is never overwritten."""
+    run_dir = Path(run_dir)
+    with RunDirLock(run_dir):
+        result = read_result(run_dir)
+        if not result or result.get("complete") is not True:
+            raise RunDirError(f"{run_dir} holds no complete run (result.json missing or complete is not true): "
+                              f"finish training it first; nothing was recorded")
+        if key in result:
+            if result[key] == value:
+                return False
+            raise RunDirError(f"{run_dir}/result.json already records another {key!r} ({result[key]!r:.120}); it is "
+                              "never overwritten: compare without --record, or score a copy of the run")
+        write_result(run_dir, {**result, key: value})
+    return True
