@@ -258,9 +258,14 @@ class Trainer:
         if self.data.pool is None:
             return None
         data = self.cfg.dataset
-        return score_pool(self.eval_network, self.data.pool, self.data.test, self.ctx.device, autocast_type,
-                          selection_fraction=float(data.selection_fraction), split_seed=int(data.split_seed),
-                          num_classes=self.data.num_classes)
+        scores = score_pool(self.eval_network, self.data.pool, self.data.test, self.ctx.device, autocast_type,
+                            selection_fraction=float(data.selection_fraction), split_seed=int(data.split_seed),
+                            num_classes=self.data.num_classes)
+        if self.ctx.is_main:
+            log.info("evaluation pool: top-1 %.2f%% on %d images (%d unused training images %.2f%%, %d test images "
+                     "%.2f%%)", 100 * scores["top1_error"], scores["images"], scores["unused_images"],
+                     100 * scores["unused_top1_error"], scores["test_images"], 100 * scores["test_top1_error"])
+        return scores
 
     def _log_hparams(self, logger: MetricsLogger) -> None:
         """The loggers' hyperparameters (TensorBoard's HParams): every result-changing setting beside the final
