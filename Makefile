@@ -97,7 +97,8 @@ table1-report table2-report table3-report table4-report fig4-report: $(INSTALLED
 
 # Issue 12's long-schedule evidence on the real mini CIFAR-10 images (CPU, about 3 hours on 2 cores; not in CI).
 MINI_DATA ?= $(or $(SELECTSCALE_SHARED),../shared)/data/cifar-mini
-MINI_SEEDS ?= 5
+# Seeds a row: 5, and 25 for mini_overfit_pool (planned from its pilot: results/mini_overfit_pool/pilot.md).
+MINI_SEEDS ?= $(if $(filter mini_overfit_pool,$(OVERFIT)),25,5)
 .PHONY: mini-evidence mini-evidence-report
 mini-evidence: $(INSTALLED) ## Evidence: ResNet-8 on the mini CIFAR-10 images, every row (8) x MINI_SEEDS, PARALLEL (2) at once -> results/mini_cifar10/
 	$(PY) -m selectscale.experiments run mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS) --data $(MINI_DATA) \
@@ -107,11 +108,13 @@ mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json
 	$(PY) -m selectscale.experiments report mini_cifar10 --seeds $(MINI_SEEDS) --runs $(RUNS)
 
 # Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit_subset (the
-# default: the finished one, ResNet-8 on 68 images a class, fp32; results/mini_overfit_subset/pilot.md) or
-# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 11 of 35 runs;
-# results/mini_overfit/pilot.md). Their runs are results, committed under
-# results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a new machine of the same kind the same
-# target skips the committed runs and trains the rest.
+# default: the finished one, ResNet-8 on 68 images a class, fp32; results/mini_overfit_subset/pilot.md),
+# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 12 of 35 runs;
+# results/mini_overfit/pilot.md) or mini_overfit_pool (issue 37: the subset study with 25 seeds a row scored on the
+# evaluation pool and compared seed by seed, fp32, seeds as machine-kind blocks; results/mini_overfit_pool/pilot.md).
+# Their runs are results, committed under results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a
+# new machine of the same kind (any kind, seed by seed, for mini_overfit_pool) the same target skips the committed
+# runs and trains the rest.
 SELECT_SEEDS ?= 1
 OVERFIT ?= mini_overfit_subset
 .PHONY: mini-overfit-select mini-overfit mini-overfit-resume mini-overfit-report

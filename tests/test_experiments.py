@@ -242,7 +242,7 @@ def test_a_report_renders_every_file_then_puts_them_in_place(tmp_path, capsys):
     runs = _mini_runs(tmp_path / "runs")
     assert main(["report", "mini_cifar10", "--seeds", "2", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
     assert sorted(path.name for path in (tmp_path / "out").rglob("*")) == [
-        "curves.png", "mini_cifar10", "summary.json", "table.md", "table.tex"]  # no staging folder left behind
+        "curves.png", "mini_cifar10", "paired.md", "summary.json", "table.md", "table.tex"]  # no staging folder left
     assert "mini_cifar10: 2 of 2 expected runs counted" not in capsys.readouterr().err  # complete: nothing to say
 
 

@@ -19,6 +19,7 @@ from selectscale.report.table_files import report_table
 from selectscale.report.tables import group
 
 ROOT = Path(__file__).resolve().parents[1]
+POOL_SEEDS = 25  # issue 37's study: the seeds a row planned from its pilot (results/mini_overfit_pool/pilot.md)
 
 
 def test_holdout_is_class_balanced_disjoint_and_fixed_by_its_seed():
@@ -145,15 +146,16 @@ def test_selection_end_to_end_on_synthetic_data(tmp_path):
     assert result["dataset"]["evaluated_on"] == "validation" and result["environment"]["torchvision"]
 
 
-@pytest.mark.parametrize("name", ["mini_overfit_selection", "mini_overfit", "mini_overfit_subset_selection",
-                                  "mini_overfit_subset"])
-def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name, seeds", [("mini_overfit_selection", 1), ("mini_overfit", 5),
+                                         ("mini_overfit_subset_selection", 1), ("mini_overfit_subset", 5),
+                                         ("mini_overfit_pool", POOL_SEEDS)])
+def test_committed_tables_rerender_byte_for_byte_from_the_committed_runs(tmp_path, monkeypatch, name, seeds):
     table = load_table(name)
     study = table.study or name
-    outputs = ["selection.md", "selection.json"] if table.layout == "selection" else ["table.md", "summary.json"]
+    outputs = (["selection.md", "selection.json"] if table.layout == "selection" else
+               ["table.md", "summary.json", "paired.md"])
     if not (ROOT / "results" / study / outputs[0]).is_file():
         pytest.skip(f"results/{study}/{outputs[0]} not yet rendered")
-    seeds = 1 if table.layout == "selection" else 5
     monkeypatch.chdir(ROOT)  # the provenance line names the --runs folder as given: relative to the repository
     assert main(["report", name, "--seeds", str(seeds), "--out", str(tmp_path)]) == 0
     for file_name in outputs:

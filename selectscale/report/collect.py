@@ -72,6 +72,12 @@ class RunRow:
     final_train_top1_error: float | None = None
     test_curve: tuple[tuple[int, float], ...] = field(default=(), repr=False)
     train_curve: tuple[tuple[int, float], ...] = field(default=(), repr=False)  # running error in training mode
+    # The evaluation pool (issue 37; result.json eval_pool, None without): the top-1 error (fraction) over the
+    # unused training images and the test images, and what the pool was (selection_fraction, split_seed, unused
+    # images, test images): only runs with the same pool are compared on it.
+    pool_top1_error: float | None = None
+    pool: tuple | None = None
+    machine: str | None = None  # the machine kind (CPU model, native bf16, Python, torch): a seed block's
 
     def setting_dict(self) -> dict[str, Any]:
         """The setting as a plain ``{dotted key: value}`` dict."""
@@ -202,7 +208,25 @@ def row_from_result(path: Path, result: Any) -> RunRow:
         source=code.get("source") if isinstance(code, dict) else None,
         environment=environment_line(result.get("environment")),
         setting=setting_of(config),
+        **_pool_fields(result.get("eval_pool")), machine=machine_kind(result.get("environment")),
     )
+
+
+def _pool_fields(pool: Any) -> dict:
+    """RunRow's pool_top1_error and pool from result.json's eval_pool (both None when absent or unusable)."""
+    if not isinstance(pool, dict) or _fraction(pool.get("top1_error")) is None:
+        return {"pool_top1_error": None, "pool": None}
+    return {"pool_top1_error": float(pool["top1_error"]),
+            "pool": tuple(pool.get(key) for key in ("selection_fraction", "split_seed", "unused_images",
+                                                    "test_images"))}
+
+
+def machine_kind(environment: Any) -> str | None:
+    """One line naming what a run's numbers depend on besides the code: CPU model, native bf16, Python, torch."""
+    if not isinstance(environment, dict):
+        return None
+    return (f"{environment.get('cpu_model')}{' (native bf16)' if environment.get('cpu_native_bf16') else ''}, "
+            f"Python {environment.get('python')}, torch {environment.get('torch')}")
 
 
 def _count(value: Any) -> int | None:

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import stats
+from .paired_table import summary_entry
 from .render import block_label, group_label
 from .selection import drop_load, near_no_op_flag
-from .tables import Group, final_train_mean
+from .tables import Group, final_train_mean, mean_and_std
 
 
 def _percent(value: float | None) -> float | None:
@@ -47,8 +48,20 @@ def summary_rows(groups: Sequence[Group]) -> list[dict]:
             "p_vs_best_other": _p(stats.compare(entry, other)),
             "maps_per_drop_layer": _load(entry),
             "flags": [*entry.flags, *filter(None, [near_no_op_flag(entry)])],
+            **_pool_summary(entry),
         })
     return rows
+
+
+def _pool_summary(entry: Group) -> dict:
+    """The row's evaluation-pool error (mean, std in percent, pool images) when every run has one; else nothing."""
+    errors = [row.pool_top1_error for row in entry.rows]
+    if not errors or any(error is None for error in errors) or len({row.pool for row in entry.rows}) > 1:
+        return {}
+    mean, std = mean_and_std([100.0 * error for error in errors])
+    unused, tested = entry.rows[0].pool[2:]
+    return {"pool_top1_error_mean": _percent(mean), "pool_top1_error_std": _percent(std),
+            "pool_images": None if unused is None or tested is None else unused + tested}
 
 
 def _load(entry: Group) -> dict | None:
@@ -76,7 +89,8 @@ def power_rows(groups: Sequence[Group]) -> list[dict]:
 def write_summary(groups: Sequence[Group], path: Path, provenance: dict) -> Path:
     """``path`` = {"provenance": ..., "units": ..., "rows": summary_rows(groups)} as JSON."""
     payload = {"provenance": provenance, "units": "percent (test and train top-1 error)",
-               "rows": summary_rows(groups), "minimum_detectable_difference": power_rows(groups)}
+               "rows": summary_rows(groups), "minimum_detectable_difference": power_rows(groups),
+               "paired": summary_entry(groups)}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -186,7 +186,14 @@ def minimum_detectable_difference(sd: float | None, n: int, alpha: float = ALPHA
     is P(T > t_crit) + P(T < -t_crit). The noncentrality that gives ``power`` is found with brentq."""
     if n < 2 or sd is None or not sd > 0 or not math.isfinite(sd):
         return None
-    dof = 2 * n - 2
+    return detectable_difference(sd * math.sqrt(2.0 / n), 2 * n - 2, alpha, power)
+
+
+def detectable_difference(standard_error: float, dof: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The true difference a two-sided t-test at ``alpha`` with ``dof`` degrees of freedom detects with
+    probability ``power`` when its estimate has ``standard_error``: the noncentrality that gives ``power`` (brentq
+    on the noncentral t's two tails), times the standard error. Two samples: se = sd sqrt(2 / n), dof 2n - 2;
+    paired (:mod:`selectscale.report.paired`): se = sd of the differences / sqrt(n), dof n - 1."""
     critical = float(stats.t.ppf(1.0 - alpha / 2.0, dof))
 
     def shortfall(noncentrality: float) -> float:
@@ -196,8 +203,7 @@ def minimum_detectable_difference(sd: float | None, n: int, alpha: float = ALPHA
     upper = 1.0
     while shortfall(upper) < 0.0:
         upper *= 2.0
-    noncentrality = optimize.brentq(shortfall, 0.0, upper, xtol=1e-10)
-    return noncentrality * sd * math.sqrt(2.0 / n)
+    return optimize.brentq(shortfall, 0.0, upper, xtol=1e-10) * standard_error
 
 
 def pooled_sd(stds: Sequence[tuple[float, int]]) -> float | None:

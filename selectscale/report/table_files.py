@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .collect import find_result_files
 from .evidence import plot_curves, write_summary
+from .paired_table import render_paired
 from .plan import PlannedRun, plan_table, state_counts
 from .render import render_latex, render_markdown
 from .selection import write_selection
@@ -212,6 +213,8 @@ def _render(table: Table, groups: list, paper: dict, paper_top5: dict, skipped: 
         if not_counted:
             meta["not_counted"] = [f"{p}: {r}" for p, r in not_counted]
         moves.append((write_summary(groups, stage / "summary.json", meta), folder / "summary.json"))
+        (stage / "paired.md").write_text(render_paired(groups, title, provenance))
+        moves.append((stage / "paired.md", folder / "paired.md"))
         moves.append((plot_curves(groups, stage / "curves.png", title), folder / "curves.png"))
     if table.panels:
         from selectscale.report.sweeps import plot_sweeps  # matplotlib only when a spec has panels
