@@ -128,7 +128,8 @@ mini-overfit: $(INSTALLED) ## Study step 2: its methods x MINI_SEEDS at the chos
 	  --skip-seeds "$$($(PY) scripts/study_source.py --blocked-seeds $(OVERFIT))"  # seed blocks of another machine kind
 
 mini-overfit-resume: $(INSTALLED) ## Go on with the study on a machine of its kind: worktree of its commit, committed runs copied in, trains detached
-	PY=$(PY) OVERFIT=$(OVERFIT) MINI_SEEDS=$(MINI_SEEDS) scripts/resume_study.sh $(OVERFIT) mini-overfit $(or $(WORKTREE),../study)
+	PY=$(PY) OVERFIT=$(OVERFIT) MINI_SEEDS=$(MINI_SEEDS) scripts/resume_study.sh $(OVERFIT) mini-overfit \
+	  $(or $(WORKTREE),$(if $(filter mini_overfit_pool,$(OVERFIT)),../pool,../study))  # one worktree a study
 
 mini-overfit-report: $(INSTALLED) ## selection.md and the study's table, summary.json, curves.png from the committed runs only
 	$(if $(wildcard configs/paper/$(OVERFIT)_selection.yaml),$(PY) -m selectscale.experiments report $(OVERFIT)_selection --seeds $(SELECT_SEEDS))

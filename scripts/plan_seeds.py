@@ -1,9 +1,10 @@
 """Plan a paired study's seeds from a pilot (issue 37): how many seeds a row give a paired minimum detectable
 difference of at most TARGET points on the evaluation pool.
 
-    python scripts/plan_seeds.py results/mini_overfit_pool/runs/none --target 1.0
+    python scripts/plan_seeds.py results/mini_overfit_pool/runs/none --seeds 4 --target 1.0
 
-Reads every result.json under the folder (the pilot's runs of one row; each must hold ``eval_pool``), prints each
+Reads the result.json of seeds 0 to SEEDS - 1 under the folder (the pilot's runs of one row; each must hold
+``eval_pool``; the row's later seeds, trained by the study itself, are not read), prints each
 seed's test, unused-image and pool errors, their seed-to-seed SDs, and the planned n: the fewest seeds whose paired
 MDD (80% power, two-sided alpha 0.05; selectscale.report.paired.paired_mdd) is <= TARGET when the SD of a paired
 difference is sqrt(2 (1 - rho)) times the pilot's SD of the pool error. The plan takes rho = 0 (rows of a seed
@@ -25,10 +26,12 @@ from scipy import stats
 from selectscale.report.paired import paired_mdd, seeds_for
 
 
-def pilot_errors(folder: Path) -> list[tuple[int, float, float, float]]:
-    """(seed, test, unused, pool) errors in percent of every run under ``folder``, by seed."""
+def pilot_errors(folder: Path, seeds: int) -> list[tuple[int, float, float, float]]:
+    """(seed, test, unused, pool) errors in percent of the runs ``folder/seed<k>`` for k < ``seeds``, by seed."""
     rows = []
-    for path in sorted(folder.rglob("result.json")):
+    for path in [folder / f"seed{seed}" / "result.json" for seed in range(seeds)]:
+        if not path.is_file():
+            raise SystemExit(f"error: {path} is missing: the pilot needs seeds 0 to {seeds - 1}")
         result = json.loads(path.read_text())
         pool = result.get("eval_pool")
         if result.get("complete") is not True or not isinstance(pool, dict):
@@ -62,9 +65,10 @@ def plan_lines(rows: list[tuple[int, float, float, float]], target: float) -> li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="the pilot's runs (one row), e.g. results/STUDY/runs/none")
+    parser.add_argument("--seeds", type=int, default=4, help="the pilot's seeds: 0 to SEEDS - 1 (default 4)")
     parser.add_argument("--target", type=float, default=1.0, help="the MDD to reach, percentage points")
     args = parser.parse_args(argv)
-    print("\n".join(plan_lines(pilot_errors(args.folder), args.target)))
+    print("\n".join(plan_lines(pilot_errors(args.folder, args.seeds), args.target)))
     return 0
 
 

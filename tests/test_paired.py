@@ -105,3 +105,19 @@ def test_the_paired_report_shows_test_and_pool_errors_side_by_side(tmp_path):
     assert {item["measure"] for item in entry["comparisons"]} == {"test", "pool"}
     assert entry["design"]["pool"]["n"] == 6 and entry["design"]["pool"]["mdd"] > 0
     json.dumps(entry)  # summary.json can hold it
+
+
+def test_the_pool_studys_seed_plan_rerenders_from_its_committed_pilot_runs():
+    """results/mini_overfit_pool/pilot.md holds scripts/plan_seeds.py's output for the committed seeds 0-3."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pilot = root / "results" / "mini_overfit_pool" / "pilot.md"
+    if not (root / "results/mini_overfit_pool/runs/none/seed3/result.json").is_file():
+        pytest.skip("the pilot's runs are not committed")
+    done = subprocess.run([sys.executable, "scripts/plan_seeds.py", "results/mini_overfit_pool/runs/none", "--seeds",
+                           "4"], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() in pilot.read_text()
+    assert "**plan**: pilot SD, rho = 0: SD of a difference 1.67 pp -> n = 25" in done.stdout
