@@ -120,3 +120,17 @@ def test_evaluate_scores_a_finished_run_on_the_pool_as_training_did_and_records_
         json.loads((plain / "result.json").read_text())["test_top1_error"]
     assert evaluate_main([str(plain), "--record"]) == 2  # --record without --pool
     assert "--record goes with --pool" in capsys.readouterr().err
+
+
+def test_a_finished_run_asked_again_with_the_pool_says_how_to_score_it(pooled_runs, caplog, tmp_path):
+    import shutil
+
+    copy = tmp_path / "plain"
+    shutil.copytree(pooled_runs / "plain", copy)
+    (copy / ".lock").unlink(missing_ok=True)
+    result = json.loads((copy / "result.json").read_text())
+    result.pop("eval_pool", None)  # as trained (another test may have recorded it since)
+    (copy / "result.json").write_text(json.dumps(result))
+    with caplog.at_level("INFO", logger="selectscale"):
+        result = fit(make_cfg(copy, *POOL, "trainer.resume=auto"))
+    assert "eval_pool" not in result and "selectscale-evaluate" in caplog.text and "--pool --record" in caplog.text

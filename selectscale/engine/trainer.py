@@ -58,7 +58,11 @@ def fit(cfg: DictConfig) -> dict:
         start = distributed.broadcast_object(rundir.check_run_dir(run_dir, cfg) if ctx.is_main else None)
         if start == "complete":
             log.info("run directory %s already holds a complete run; nothing to do", run_dir)
-            return read_result(run_dir)
+            result = read_result(run_dir)
+            if cfg.dataset.get("eval_pool") and "eval_pool" not in (result or {}):
+                log.info("its result.json has no evaluation pool: score it from its checkpoint with "
+                         "selectscale-evaluate %s --pool --record", shlex.quote(str(run_dir)))
+            return result
         created = ctx.is_main and not run_dir.exists()
         lock = RunDirLock(run_dir)
         try:
