@@ -9,11 +9,14 @@ epoch; ``selectscale-evaluate RUN --pool --record`` calls it on a finished run's
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from .steps import evaluate
 
+log = logging.getLogger("selectscale")
 POOL_KEY = "eval_pool"  # the result.json entry
 
 
@@ -36,3 +39,16 @@ def score_pool(network: nn.Module, pool, test, device: torch.device, autocast_ty
                 unused_errors=unused_errors, unused_per_class=unused["test_images"] // num_classes,
                 test_top1_error=tested["test_top1_error"], test_images=tested["test_images"],
                 test_errors=test_errors, selection_fraction=selection_fraction, split_seed=split_seed)
+
+
+def final_pool_scores(network: nn.Module, data, dataset_cfg, ctx, autocast_type: str | None) -> dict:
+    """The trainer's call after the last epoch: :func:`score_pool` on ``data.pool`` and ``data.test`` (a
+    TrainingData) with the run's pool settings, and one log line on rank 0."""
+    scores = score_pool(network, data.pool, data.test, ctx.device, autocast_type,
+                        selection_fraction=float(dataset_cfg.selection_fraction),
+                        split_seed=int(dataset_cfg.split_seed), num_classes=data.num_classes)
+    if ctx.is_main:
+        log.info("evaluation pool: top-1 %.2f%% on %d images (%d unused training images %.2f%%, %d test images "
+                 "%.2f%%)", 100 * scores["top1_error"], scores["images"], scores["unused_images"],
+                 100 * scores["unused_top1_error"], scores["test_images"], 100 * scores["test_top1_error"])
+    return scores

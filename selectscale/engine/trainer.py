@@ -30,7 +30,7 @@ from . import distributed
 from .config import Precision, resolve_precision, validate
 from .data_setup import build_data
 from .model_setup import build_model
-from .pool import POOL_KEY, score_pool
+from .pool import POOL_KEY, final_pool_scores
 from .profiling import step_profiler
 from .recipe import RecipeSwitches
 from .records import MetricsLogger
@@ -261,15 +261,7 @@ class Trainer:
         """dataset.eval_pool: the final network on the unused training images and the test images (issue 37)."""
         if self.data.pool is None:
             return None
-        data = self.cfg.dataset
-        scores = score_pool(self.eval_network, self.data.pool, self.data.test, self.ctx.device, autocast_type,
-                            selection_fraction=float(data.selection_fraction), split_seed=int(data.split_seed),
-                            num_classes=self.data.num_classes)
-        if self.ctx.is_main:
-            log.info("evaluation pool: top-1 %.2f%% on %d images (%d unused training images %.2f%%, %d test images "
-                     "%.2f%%)", 100 * scores["top1_error"], scores["images"], scores["unused_images"],
-                     100 * scores["unused_top1_error"], scores["test_images"], 100 * scores["test_top1_error"])
-        return scores
+        return final_pool_scores(self.eval_network, self.data, self.cfg.dataset, self.ctx, autocast_type)
 
     def _log_hparams(self, logger: MetricsLogger) -> None:
         """The loggers' hyperparameters (TensorBoard's HParams): every result-changing setting beside the final
