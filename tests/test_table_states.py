@@ -86,7 +86,7 @@ def test_every_expected_run_has_a_state_and_a_reason(half_finished):
 
 
 def test_the_report_lists_every_run_and_averages_only_finished_runs_of_the_row(half_finished, tmp_path, capsys):
-    markdown, latex, summary, _ = report_table(TABLE, half_finished, tmp_path / "out", 4)
+    markdown, latex, summary, *_ = report_table(TABLE, half_finished, tmp_path / "out", 4)
     text = markdown.read_text()
     assert "31.00 ± 1.41 (2)" in text and "28.00 (1)" in text  # none: seeds 0 and 1 only, never the 0.10 or 0.11
     assert "24.00" not in text and "20.75" not in text
@@ -110,7 +110,7 @@ def test_a_complete_table_renders_as_before_without_a_runs_section(tmp_path, cap
     runs = tmp_path / "runs"
     for row in RATES:
         write_run(run_dir(runs, row, 0).parent, "seed0", result(0, row))
-    markdown, _, summary, _ = report_table(TABLE, runs, tmp_path / "out", 1)
+    markdown, _, summary, *_ = report_table(TABLE, runs, tmp_path / "out", 1)
     assert "### Runs" not in markdown.read_text() and "not_counted" not in summary.read_text()
     assert capsys.readouterr().err == ""
 

@@ -32,6 +32,7 @@ MEASURES: dict[str, Callable[[RunRow], float | None]] = {
     "test": lambda row: row.test_top1_error,
     "pool": lambda row: row.pool_top1_error,
 }
+NO_SPREAD = 1e-9  # pp: differences closer than this are equal (float noise of percent errors: ~1e-14)
 PAIRED_METHOD = ("paired t-test over the seeds both rows ran (scipy.stats.ttest_rel, two-sided), its t interval; "
                  "minimum detectable difference of the one-sample t-test on the n differences (dof n - 1, power "
                  "from the noncentral t)")
@@ -120,14 +121,14 @@ def paired_compare(first: Group, second: Group, measure: str, labels: tuple[str,
     differences = [x - y for x, y in pairs]
     sd = statistics.stdev(differences)
     p, ci = None, None
-    if sd > 0:
+    if sd > NO_SPREAD:
         test = scipy_stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
         p = float(test.pvalue)
         interval = test.confidence_interval(1.0 - ALPHA)
         ci = (float(interval.low), float(interval.high))
     welch = welch_test([x for x, _ in pairs], [y for _, y in pairs])
     return PairedResult(labels[0], labels[1], measure, seeds, statistics.fmean(differences), sd, ci, p,
-                        None if welch is None else welch.p, paired_mdd(sd, len(seeds)),
+                        None if welch is None else welch.p, paired_mdd(sd, len(seeds)) if sd > NO_SPREAD else None,
                         kind_effect(differences, [a[seed].machine for seed in seeds]))
 
 
