@@ -95,3 +95,25 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     difference = sum(float((weights[0][k] - weights[1][k]).pow(2).sum()) for k in keys) ** 0.5
     norm = sum(float(weights[0][k].pow(2).sum()) for k in keys) ** 0.5
     assert difference / norm < 2e-3
+
+
+def test_two_gloo_processes_score_the_whole_evaluation_pool_once(tmp_path):
+    """Issue 37: under DDP each rank scores its contiguous shard of the pool and the counts are summed: every pool
+    image exactly once, and the errors those of the saved network. Each rank evaluates with its own BatchNorm
+    running statistics (the last training forward updates them per rank), so the DDP figures may differ from a
+    one-process evaluation of rank 0's checkpoint by a few images; the counts may not."""
+    pool = ["dataset.train_size=1000", "dataset.test_size=120", "dataset.train_per_class=6", "trainer.batch_size=20",
+            "dataset.eval_pool=true", "dataset.selection_fraction=0.2", "trainer.epochs=1", "drop=selectscale",
+            "trainer.channels_last=false"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run = run_train([*SMALL, *pool, f"output_dir={tmp_path / 'ddp'}"], cwd=tmp_path, launcher=launcher, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    recorded = json.loads((tmp_path / "ddp" / "result.json").read_text())["eval_pool"]
+    scored = subprocess.run([sys.executable, "-m", "selectscale.evaluate", str(tmp_path / "ddp"), "--pool", "--json"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    alone = json.loads(scored.stdout)
+    for key in ("images", "unused_images", "test_images", "unused_per_class"):
+        assert recorded[key] == alone[key], key
+    assert recorded["test_images"] == 120 and recorded["images"] == recorded["unused_images"] + 120
+    assert abs(recorded["errors"] - alone["errors"]) <= 0.02 * recorded["images"]
