@@ -174,15 +174,16 @@ def build_loaders(
     )
     train = DeviceLoader(bundle.train.images, bundle.train.labels, batch_size, train=True, padding_mode=padding_mode,
                          auto_augment=auto_augment, **common)
-    test = DeviceLoader(bundle.test.images, bundle.test.labels, eval_batch_size or batch_size, train=False, **common)
+    test = build_eval_loader(bundle, bundle.test, eval_batch_size or batch_size, seed=seed, device=device,
+                             rank=rank, world_size=world_size, dtype=dtype, channels_last=channels_last)
     return train, test
 
 
 def build_eval_loader(bundle: DatasetBundle, split: CifarSplit, batch_size: int, *, seed: int,
                       device: torch.device | str, rank: int = 0, world_size: int = 1,
                       dtype: torch.dtype = torch.float32, channels_last: bool = False) -> DeviceLoader:
-    """An evaluation loader (every image once, this rank's contiguous shard) of another split of an in-memory
-    ``bundle`` (the evaluation pool), normalised as the bundle's test loader is."""
+    """An evaluation loader (every image once, this rank's contiguous shard) of a split of an in-memory ``bundle``
+    (its test split, or the evaluation pool), normalised with the bundle's mean and std."""
     return DeviceLoader(split.images, split.labels, batch_size, train=False, seed=seed, mean=bundle.mean,
                         std=bundle.std, device=device, dtype=dtype, channels_last=channels_last, rank=rank,
                         world_size=world_size)

@@ -39,13 +39,18 @@ def class_balanced_holdout(labels: torch.Tensor, fraction: float, seed: int,
     kept, held = [], []
     for label, order in zip(torch.unique(labels).tolist(), class_permutations(labels, seed), strict=True):
         size = order.numel()
-        count = min(int(math.floor(fraction * size + 0.5)), size - 1)  # half up
+        count = held_count(fraction, size)
         if per_class and count + per_class > size:
             raise SubsetTooLarge(f"class {label} has {size} training images, too few to train on {per_class} "
                                  f"(dataset.train_per_class) and hold out {count}: lower dataset.train_per_class")
         held.append(order[:count])
         kept.append(order[size - per_class:] if per_class else order[count:])
     return _sorted(kept), _sorted(held)
+
+
+def held_count(fraction: float, size: int) -> int:
+    """The validation images of a class of ``size``: round(fraction * size), half up, leaving at least one."""
+    return min(int(math.floor(fraction * size + 0.5)), size - 1)
 
 
 def class_permutations(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:

@@ -16,13 +16,12 @@ CIFAR-10 files (5,438 images), ``train_per_class=68`` and ``selection_fraction=0
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 
 from .cifar import CifarSplit
-from .holdout import class_permutations
+from .holdout import class_permutations, held_count
 
 
 class NoPool(ValueError):
@@ -41,7 +40,7 @@ def unused_indices(labels: torch.Tensor, selection_fraction: float, seed: int, p
         raise NoPool(f"selection fraction {selection_fraction} must be in [0, 1)")
     middles = []
     for order in class_permutations(labels, seed):
-        held = min(int(math.floor(selection_fraction * order.numel() + 0.5)), order.numel() - 1)  # as the holdout
+        held = held_count(selection_fraction, order.numel())  # the images the holdout held out
         middles.append(order[held:max(held, order.numel() - per_class)])
     size = min(middle.numel() for middle in middles)
     if size == 0:
