@@ -10,7 +10,7 @@ from report_fixtures import make_result, write_run
 from scipy import stats as scipy_stats
 
 from selectscale.report.collect import collect
-from selectscale.report.paired import kind_effect, measures_of, paired_compare, paired_mdd, seeds_for
+from selectscale.report.paired import holm, kind_effect, measures_of, paired_compare, paired_mdd, seeds_for
 from selectscale.report.paired_table import render_paired, summary_entry
 from selectscale.report.tables import group
 
@@ -91,6 +91,18 @@ def test_the_machine_kind_term_finds_a_kind_that_shifts_the_differences():
     assert kind_effect(differences[:4], ["Xeon"] * 4).p is None
 
 
+def test_holms_adjustment_matches_the_step_down_rule_and_keeps_the_familywise_error():
+    adjusted = holm([0.01, 0.04, None, 0.03, 0.005])  # by hand: 0.005x4, 0.01x3, 0.03x2, max(0.04x1, 0.06)
+    assert adjusted[2] is None
+    assert adjusted[:2] + adjusted[3:] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    # ten true null hypotheses a table, 20,000 tables: any raw p < 0.05 in ~40%, any Holm p < 0.05 in <= 5%
+    nulls = np.random.default_rng(0).uniform(size=(20_000, 10))
+    raw = (nulls < 0.05).any(axis=1).mean()
+    familywise = np.mean([min(holm(list(row))) < 0.05 for row in nulls[:4000]])
+    assert raw > 0.35 and 0.03 < familywise <= 0.05 + 3 * (0.05 * 0.95 / 4000) ** 0.5
+
+
 def test_the_paired_report_shows_test_and_pool_errors_side_by_side(tmp_path):
     for seed, (none, drop) in enumerate(zip(NONE, DROP, strict=True)):
         kind = XEON if seed < 3 else AMD  # seeds as blocks on two kinds
@@ -103,6 +115,9 @@ def test_the_paired_report_shows_test_and_pool_errors_side_by_side(tmp_path):
     assert "selectscale − none | 6 |" in text and "2 machine kinds" in text
     entry = summary_entry(groups)
     assert {item["measure"] for item in entry["comparisons"]} == {"test", "pool"}
+    one_a_family = [(item["p_holm"], pytest.approx(item["p_paired"], abs=1e-4)) for item in entry["comparisons"]]
+    assert all(holm_p == paired_p for holm_p, paired_p in one_a_family)
+    assert "Holm p (family of 1)" in text
     assert entry["design"]["pool"]["n"] == 6 and entry["design"]["pool"]["mdd"] > 0
     json.dumps(entry)  # summary.json can hold it
 

@@ -132,6 +132,19 @@ def paired_compare(first: Group, second: Group, measure: str, labels: tuple[str,
                         kind_effect(differences, [a[seed].machine for seed in seeds]))
 
 
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of ``p_values`` as one family (None: not tested, left out of the family):
+    the k-th smallest of m p-values times (m - k + 1), never below the one before it, at most 1. It controls the
+    chance of any false positive among the family at alpha, whatever the tests' dependence."""
+    tested = sorted((p, index) for index, p in enumerate(p_values) if p is not None and math.isfinite(p))
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
 def measures_of(groups: Sequence[Group]) -> list[str]:
     """``["test"]``, plus ``"pool"`` when every run of the groups has a pool error."""
     pooled = all(row.pool_top1_error is not None for entry in groups for row in entry.rows)

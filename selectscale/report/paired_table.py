@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 
 from . import stats
-from .paired import PAIRED_METHOD, PairedResult, measures_of, paired_compare, paired_mdd
+from .paired import PAIRED_METHOD, PairedResult, holm, measures_of, paired_compare, paired_mdd
 from .render import block_label, group_label
 from .tables import Group, format_mean_std, mean_and_std
 
@@ -31,6 +31,17 @@ def comparisons(groups: Sequence[Group]) -> list[PairedResult]:
                     if result is not None:
                         found.append(result)
     return found
+
+
+def holm_within_measure(results: Sequence[PairedResult]) -> list[float | None]:
+    """Each comparison's paired p adjusted by Holm's method over the comparisons of its measure (one family a
+    measure: the test images and the pool answer the same questions on overlapping images)."""
+    adjusted: list[float | None] = [None] * len(results)
+    for measure in dict.fromkeys(result.measure for result in results):
+        chosen = [index for index, result in enumerate(results) if result.measure == measure]
+        for index, value in zip(chosen, holm([results[index].p for index in chosen]), strict=True):
+            adjusted[index] = value
+    return adjusted
 
 
 def design(results: Sequence[PairedResult]) -> dict | None:
@@ -53,14 +64,15 @@ def _round(value: float | None) -> float | None:
 def summary_entry(groups: Sequence[Group]) -> dict:
     """summary.json's ``paired``: the method, every comparison and each measure's design MDD."""
     found = comparisons(groups)
+    adjusted = holm_within_measure(found)
     return {
         "method": PAIRED_METHOD, "units": "percentage points (first minus second)",
         "comparisons": [{"first": r.first, "second": r.second, "measure": r.measure, "n": r.n, "seeds": list(r.seeds),
                          "mean_difference": _round(r.mean_difference), "sd_difference": _round(r.sd_difference),
                          "ci95": None if r.ci is None else [_round(r.ci[0]), _round(r.ci[1])],
-                         "p_paired": _round(r.p), "p_welch": _round(r.welch_p), "mdd": _round(r.mdd),
-                         "machine_kinds": list(r.kind.kinds), "machine_kind_p": _round(r.kind.p)}
-                        for r in found],
+                         "p_paired": _round(r.p), "p_holm": _round(p_holm), "p_welch": _round(r.welch_p),
+                         "mdd": _round(r.mdd), "machine_kinds": list(r.kind.kinds), "machine_kind_p": _round(r.kind.p)}
+                        for r, p_holm in zip(found, adjusted, strict=True)],
         "design": {measure: design([r for r in found if r.measure == measure]) for measure in measures_of(groups)},
     }
 
@@ -79,6 +91,7 @@ def _errors(entry: Group, pool: bool) -> str:
 def render_paired(groups: Sequence[Group], title: str, provenance: Sequence[str]) -> str:
     """``paired.md``: the rows' errors on each measure, every paired comparison, each measure's design MDD."""
     measures, found = measures_of(groups), comparisons(groups)
+    adjusted = dict(zip(map(id, found), holm_within_measure(found), strict=True))
     pool = "pool" in measures
     lines = [f"# {title}: rows compared seed by seed", "", *provenance, ""]
     header = ["row", "block", "test error (%) mean ± std (n)"] + (["pool error (%) mean ± std (n)", "pool images"]
@@ -93,13 +106,14 @@ def render_paired(groups: Sequence[Group], title: str, provenance: Sequence[str]
         chosen = [result for result in found if result.measure == measure]
         lines += ["", f"## On the {MEASURE_TITLES[measure]}", "",
                   "| first minus second | n pairs | mean difference (pp) | 95% CI (pp) | paired p "
-                  "| Welch p (same seeds) | min. detectable diff. (pp), paired, 80% power |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| Holm p (family of {len(chosen)}) | Welch p (same seeds) "
+                  "| min. detectable diff. (pp), paired, 80% power |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in chosen:
             ci = "n/a" if r.ci is None else f"[{r.ci[0]:+.2f}, {r.ci[1]:+.2f}]"
             mdd = "n/a" if r.mdd is None else f"{r.mdd:.2f}"
             lines.append(f"| {r.first} − {r.second} | {r.n} | {r.mean_difference:+.2f} | {ci} | {_p(r.p)} | "
-                         f"{_p(r.welch_p)} | {mdd} |")
+                         f"{_p(adjusted[id(r)])} | {_p(r.welch_p)} | {mdd} |")
         plan = design(chosen)
         if plan and plan["mdd"] is not None:
             lines += ["", f"Design: a paired difference of **{plan['mdd']:.2f} pp** is detected with 80% power at "
@@ -110,5 +124,7 @@ def render_paired(groups: Sequence[Group], title: str, provenance: Sequence[str]
                       "five; a p-value above 0.05 is not evidence of no difference."]
         kinds = {result.kind.line() for result in chosen}
         lines += ["", "Machine kind: " + "; ".join(sorted(kinds)) + "." if kinds else ""]
-    lines += ["", f"Method: {PAIRED_METHOD}; Welch's test over the same seeds for comparison."]
+    lines += ["", f"Method: {PAIRED_METHOD}; Holm's step-down adjustment of the paired p over each measure's "
+              "comparisons (one family a measure: a Holm p below 0.05 keeps the chance of any false positive in the "
+              "table at most 5%); Welch's test over the same seeds for comparison."]
     return "\n".join(lines).rstrip() + "\n"
