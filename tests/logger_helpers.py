@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,6 +19,14 @@ TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "m
         "trainer.epochs=2", "trainer.max_steps_per_epoch=3", "trainer.device=cpu", "trainer.progress_bar=false",
         "trainer.precision=fp32", "schedule=cosine", "drop=selectscale", "curriculum=linear"]
 STEPS = 6
+# An epoch's summary line ("epoch   1/2 | lr ..."), not the progress line a slow machine logs mid-epoch
+# ("epoch 1 step 12/20 | ...", every engine.steps.PROGRESS_EVERY_S seconds).
+EPOCH_SUMMARY = re.compile(r"epoch +\d+/\d+ \|")
+
+
+def epoch_summaries(lines) -> list[str]:
+    """The epoch summary lines among ``lines`` (log messages or output lines), in order."""
+    return [line for line in lines if EPOCH_SUMMARY.match(line)]
 # The TensorBoard tags of every run before the logger group (engine/records.py's TENSORBOARD_TAGS), by hand.
 EPOCH_TAGS = {"train/lr": "lr", "train/drop_strength": "drop_strength", "train/loss": "train_loss",
               "train/top1_error": "train_top1_error", "test/loss": "test_loss", "test/top1_error": "test_top1_error",

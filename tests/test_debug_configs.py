@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from logger_helpers import epoch_summaries
 from omegaconf import OmegaConf
 
 from selectscale.data.loader import DeviceLoader
@@ -48,7 +49,8 @@ def test_quick_is_two_short_epochs_with_an_eta(tmp_path, caplog):
     assert result["complete"] and result["epochs_completed"] == 2
     assert result["steps_per_epoch"] == 20 and result["full_epochs"] is False  # 512 / 16 = 32 steps, capped
     assert [r["epoch"] for r in epochs(run_dir)] == [1, 2]
-    summaries = [m for m in caplog.messages if m.startswith("epoch ")]
+    summaries = epoch_summaries(caplog.messages)
+    assert len(summaries) == 2
     assert "left (at " in summaries[0] and "left" not in summaries[-1]  # an ETA after each epoch but the last
 
 

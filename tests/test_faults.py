@@ -28,6 +28,7 @@ from fault_helpers import (
     run_train,
     sidecar_matches,
 )
+from logger_helpers import epoch_summaries
 
 from selectscale.engine import fit, register_configs
 from selectscale.runs.checkpoint import read_checkpoint_file
@@ -85,7 +86,7 @@ def _kill(launch: Launched, run_dir: Path, mode: str, rng: random.Random) -> dic
     os.kill(launch.pid, signal.SIGKILL)
     launch.wait(timeout=60)
     left = sorted(name for name in os.listdir(run_dir) if "checkpoint.staged" in name)
-    epochs = [line.split("/")[0].split()[-1] for line in launch.lines if line.startswith("epoch ")]
+    epochs = [line.split("/")[0].split()[-1] for line in epoch_summaries(launch.lines)]
     return dict(mode=mode, during_write=bool(set(_staged(run_dir).items()) - set(before.items())), left=left,
                 last_epoch_logged=epochs[-1] if epochs else None)
 

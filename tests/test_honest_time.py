@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from logger_helpers import epoch_summaries
 from omegaconf import OmegaConf
 
 from selectscale.engine import eta, fit, register_configs
@@ -70,7 +71,7 @@ def test_a_run_logs_its_eta_after_each_epoch_and_the_long_run_note_once(tmp_path
     monkeypatch.setattr(eta, "LONG_RUN_S", 0.0)  # every run "takes hours"
     caplog.set_level(logging.INFO, logger="selectscale")
     fit(make_cfg("trainer.epochs=3", f"output_dir={tmp_path / 'run'}"))
-    summaries = [m for m in caplog.messages if m.startswith("epoch ")]
+    summaries = epoch_summaries(caplog.messages)
     assert len(summaries) == 3 and all(" s/epoch)" in m for m in summaries[:2]) and "left" not in summaries[2]
     assert summaries[0].startswith("epoch   1/3 ") and " left (at " in summaries[0]
     notes = [m for m in caplog.messages if "debug=quick" in m]
