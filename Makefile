@@ -109,7 +109,7 @@ mini-evidence-report: $(INSTALLED) ## results/mini_cifar10/ (table, summary.json
 
 # Issue 22's studies where the network overfits (CPU, not in CI). OVERFIT names the study: mini_overfit_subset (the
 # default: the finished one, ResNet-8 on 68 images a class, fp32; results/mini_overfit_subset/pilot.md),
-# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 12 of 35 runs;
+# mini_overfit (ResNet-20, all 5,438 images, bf16 on a native-bf16 CPU, paused at 18 of 35 runs;
 # results/mini_overfit/pilot.md) or mini_overfit_pool (issue 37: the subset study with 25 seeds a row scored on the
 # evaluation pool and compared seed by seed, fp32, seeds as machine-kind blocks; results/mini_overfit_pool/pilot.md).
 # Their runs are results, committed under results/$(OVERFIT)/runs/ as they finish (scripts/commit_runs.sh); on a
