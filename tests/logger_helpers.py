@@ -27,6 +27,8 @@ EPOCH_SUMMARY = re.compile(r"epoch +\d+/\d+ \|")
 def epoch_summaries(lines) -> list[str]:
     """The epoch summary lines among ``lines`` (log messages or output lines), in order."""
     return [line for line in lines if EPOCH_SUMMARY.match(line)]
+
+
 # The TensorBoard tags of every run before the logger group (engine/records.py's TENSORBOARD_TAGS), by hand.
 EPOCH_TAGS = {"train/lr": "lr", "train/drop_strength": "drop_strength", "train/loss": "train_loss",
               "train/top1_error": "train_top1_error", "test/loss": "test_loss", "test/top1_error": "test_top1_error",

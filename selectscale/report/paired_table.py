@@ -91,7 +91,6 @@ def _errors(entry: Group, pool: bool) -> str:
 def render_paired(groups: Sequence[Group], title: str, provenance: Sequence[str]) -> str:
     """``paired.md``: the rows' errors on each measure, every paired comparison, each measure's design MDD."""
     measures, found = measures_of(groups), comparisons(groups)
-    adjusted = dict(zip(map(id, found), holm_within_measure(found), strict=True))
     pool = "pool" in measures
     lines = [f"# {title}: rows compared seed by seed", "", *provenance, ""]
     header = ["row", "block", "test error (%) mean ± std (n)"] + (["pool error (%) mean ± std (n)", "pool images"]
@@ -104,16 +103,17 @@ def render_paired(groups: Sequence[Group], title: str, provenance: Sequence[str]
         lines.append("| " + " | ".join(cells) + " |")
     for measure in measures:
         chosen = [result for result in found if result.measure == measure]
+        adjusted = holm([result.p for result in chosen])  # one family a measure, as holm_within_measure
         lines += ["", f"## On the {MEASURE_TITLES[measure]}", "",
                   "| first minus second | n pairs | mean difference (pp) | 95% CI (pp) | paired p "
                   f"| Holm p (family of {len(chosen)}) | Welch p (same seeds) "
                   "| min. detectable diff. (pp), paired, 80% power |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in chosen:
+        for r, p_holm in zip(chosen, adjusted, strict=True):
             ci = "n/a" if r.ci is None else f"[{r.ci[0]:+.2f}, {r.ci[1]:+.2f}]"
             mdd = "n/a" if r.mdd is None else f"{r.mdd:.2f}"
             lines.append(f"| {r.first} − {r.second} | {r.n} | {r.mean_difference:+.2f} | {ci} | {_p(r.p)} | "
-                         f"{_p(adjusted[id(r)])} | {_p(r.welch_p)} | {mdd} |")
+                         f"{_p(p_holm)} | {_p(r.welch_p)} | {mdd} |")
         plan = design(chosen)
         if plan and plan["mdd"] is not None:
             lines += ["", f"Design: a paired difference of **{plan['mdd']:.2f} pp** is detected with 80% power at "
